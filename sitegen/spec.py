@@ -1,0 +1,575 @@
+"""The experiment spec: one pydantic tree loaded from YAML.
+
+``load_spec(path)`` parses the YAML once, keeps every node's line so that each
+problem is reported as ``experiments.yaml:12: networks.alexnet.arch: ...``, and
+reports ALL problems at once (structure, cross references, missing files) in
+one :class:`~sitegen.errors.SpecError`. Checks that need torch (architecture
+names) live with the models stage and reuse :meth:`Spec.where` to point at the
+line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
+
+from sitegen.errors import SpecError
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+NAME_HELP = "letters, digits, '_', '.', '-' (it becomes part of URLs and file names)"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- small value types -------------------------------------------------------------------------------
+
+
+def _classes(v: Any) -> Any:
+    if v == "all" or isinstance(v, list) or (isinstance(v, dict) and set(v) == {"top"}):
+        return v
+    raise ValueError(f"expected 'all', a list of class names, or {{top: N}}; got {v!r}")
+
+
+def _normalization(v: Any) -> Any:
+    if v in ("auto", "imagenet", "dataset", "none") or (isinstance(v, dict) and set(v) <= {"mean", "std"}):
+        return v
+    raise ValueError(
+        f"expected one of ['auto', 'imagenet', 'dataset', 'none'] or {{mean: [r, g, b], std: [r, g, b]}}; got {v!r}"
+    )
+
+
+def _layers(v: Any) -> Any:
+    if v == "auto" or (isinstance(v, list) and v):
+        return v
+    raise ValueError(f"expected 'auto' or a non-empty list of layer names or module paths; got {v!r}")
+
+
+def _units(v: Any) -> Any:
+    if v == "all" or (isinstance(v, int) and not isinstance(v, bool)) or isinstance(v, list):
+        return v
+    raise ValueError(f"expected 'all', a number of units, or a list of unit indices; got {v!r}")
+
+
+def _checkpoints(v: Any) -> Any:
+    if isinstance(v, dict):
+        return v
+    if isinstance(v, list):  # a list of paths: names are the file stems
+        return {Path(str(p)).stem: p for p in v}
+    raise ValueError(f"expected a mapping name: path (or a list of paths); got {v!r}")
+
+
+class TopClasses(_Model):
+    """Keep the N classes with the most images (ties broken by name)."""
+
+    top: int = Field(gt=0, description="How many classes to keep, those with the most images.")
+
+
+class MeanStd(_Model):
+    """Explicit per-channel normalization."""
+
+    mean: tuple[float, float, float] = Field(description="Per-channel (R, G, B) mean, images scaled to 0..1.")
+    std: tuple[float, float, float] = Field(description="Per-channel (R, G, B) standard deviation.")
+
+    @model_validator(mode="after")
+    def _positive_std(self) -> MeanStd:
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std must be > 0 in every channel, got {list(self.std)}")
+        return self
+
+
+Normalization = Annotated[
+    Literal["auto", "imagenet", "dataset", "none"] | MeanStd, BeforeValidator(_normalization)
+]
+
+
+# --- sections ----------------------------------------------------------------------------------------
+
+
+class DatasetSpec(_Model):
+    """One dataset: the built-in doodles, an ImageFolder tree, or separate train/probe trees."""
+
+    builtin: Literal["doodles"] | None = Field(
+        None, description="A dataset sitegen draws itself: 'doodles' (procedural line sketches, deterministic)."
+    )
+    path: Path | None = Field(
+        None, description="ImageFolder root: one sub-folder per class; split into train/probe by seed."
+    )
+    train_path: Path | None = Field(None, description="ImageFolder root of the training split (with probe_path).")
+    probe_path: Path | None = Field(
+        None, description="ImageFolder root of the probe split: the images the atlas mines and shows."
+    )
+    classes: Annotated[Literal["all"] | list[str] | TopClasses, BeforeValidator(_classes)] = Field(
+        "all", description="'all', a list of class names, or {top: N}: the N classes with the most images."
+    )
+    max_per_class: int | None = Field(None, gt=0, description="At most this many images per class and split.")
+    images_per_class: int = Field(
+        48, gt=0, description="builtin only: how many images to draw per class (before the split)."
+    )
+    probe_fraction: float = Field(
+        0.25, gt=0, lt=1, description="Share of each class held out as the probe split (path: datasets only)."
+    )
+    image_size: int = Field(
+        64, gt=0, description="Images are resized (shorter side) and centre-cropped to this square size in px."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetSpec:
+        sources = [self.builtin is not None, self.path is not None, self.train_path or self.probe_path]
+        if sum(bool(s) for s in sources) != 1:
+            raise ValueError("give exactly one of 'builtin', 'path', or 'train_path' + 'probe_path'")
+        if bool(self.train_path) != bool(self.probe_path):
+            raise ValueError("'train_path' and 'probe_path' go together")
+        if self.builtin and self.classes != "all" and not isinstance(self.classes, TopClasses):
+            from sitegen.doodles import CLASSES  # pure python, no torch
+
+            unknown = [c for c in self.classes if c not in CLASSES]
+            if unknown:
+                raise ValueError(f"unknown doodles classes {unknown}; known: {list(CLASSES)}")
+        return self
+
+
+class TrainSpec(_Model):
+    """Demo training: a checkpoint per epoch (epoch-1 … epoch-N) and the probe accuracy of each."""
+
+    epochs: int = Field(4, gt=0, description="Number of epochs; one checkpoint is saved after each.")
+    batch_size: int = Field(32, gt=0, description="Training batch size.")
+    lr: float = Field(0.01, gt=0, description="Learning rate.")
+    optimizer: Literal["sgd", "adam", "adamw"] = Field("sgd", description="Optimizer: sgd (momentum), adam, adamw.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
+    weight_decay: float = Field(5e-4, ge=0, description="Weight decay.")
+    augment: bool = Field(True, description="Random horizontal flips and small shifts while training.")
+
+
+class NetworkSpec(_Model):
+    """One network: an architecture, where its weights come from, and which layers to map."""
+
+    arch: str = Field(
+        description="'zoo:<name>' (built-in small nets), 'torchvision:<name>' (or a bare torchvision name), "
+        "or 'package.module:callable' returning an nn.Module (called with num_classes=...)."
+    )
+    dataset: str = Field(description="Key of the dataset (under datasets:) to probe and train on.")
+    weights: str | None = Field(
+        None, description="A torchvision weights name (e.g. IMAGENET1K_V1) or a path to a local checkpoint file."
+    )
+    checkpoints: Annotated[dict[str, Path], BeforeValidator(_checkpoints)] = Field(
+        default_factory=dict, description="Named local checkpoints, in order (e.g. {early: a.pt, late: b.pt})."
+    )
+    normalization: Normalization = Field(
+        "auto",
+        description="'imagenet', 'dataset' (mean/std of the train split), 'none', {mean, std}, or 'auto' "
+        "(the torchvision weights' own for weights names, else 'dataset').",
+    )
+    layers: Annotated[Literal["auto"] | list[str], BeforeValidator(_layers)] = Field(
+        "auto",
+        description="'auto' (each conv block after its ReLU, each fc layer, and prob) or a list of friendly "
+        "names / module paths.",
+    )
+    units: Annotated[Literal["all"] | int | list[int], BeforeValidator(_units)] = Field(
+        "all",
+        description="Units shown per layer: 'all', a count (sampled deterministically), or a list of indices. "
+        "Mining always covers every unit.",
+    )
+    atlas: Literal["last", "all"] | list[str] = Field(
+        "last", description="Checkpoints that get full atlas pages: 'last', 'all', or a list of names."
+    )
+    train: TrainSpec | None = Field(None, description="Train this network on its dataset (demo; CPU-friendly).")
+
+    @model_validator(mode="after")
+    def _units_positive(self) -> NetworkSpec:
+        if isinstance(self.units, int) and self.units <= 0:
+            raise ValueError(f"units must be > 0, got {self.units}")
+        if isinstance(self.units, list) and any((not isinstance(u, int)) or u < 0 for u in self.units):
+            raise ValueError("units must be non-negative unit indices")
+        return self
+
+
+class ReconstructionSpec(_Model):
+    """Deconvnet / guided-backprop reconstructions of each unit's top-k patches."""
+
+    enabled: bool = Field(True, description="Compute reconstructions.")
+    methods: list[Literal["deconvnet", "guided", "gradient"]] = Field(
+        ["deconvnet"], min_length=1, description="Methods to compute; the first is shown beside the patches."
+    )
+    batch_size: int = Field(64, gt=0, description="(unit, image) pairs per backward pass.")
+
+
+class FiltersSpec(_Model):
+    """Filter-weight grids."""
+
+    enabled: bool = Field(True, description="Draw the first conv layer's filters.")
+
+
+class ActivationMapsSpec(_Model):
+    """Top channels per layer for a few probe images, with the image's top-5 predictions."""
+
+    enabled: bool = Field(True, description="Compute activation maps.")
+    images: int = Field(4, ge=0, description="How many probe images (one per class, in class order).")
+    channels: int = Field(3, gt=0, description="Top channels (by activation norm) shown per layer.")
+
+
+class AnalysesSpec(_Model):
+    """What to compute for every atlas checkpoint."""
+
+    top_k: int = Field(9, gt=0, le=64, description="Images kept per unit (the literature uses 9).")
+    batch_size: int = Field(64, gt=0, description="Probe images per forward batch while mining.")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0: load in the main process).")
+    autocast: bool = Field(False, description="Mine under torch.autocast on CUDA (faster, bf16/fp16 values).")
+    reconstructions: ReconstructionSpec = Field(default_factory=ReconstructionSpec, description="Reconstructions.")
+    filters: FiltersSpec = Field(default_factory=FiltersSpec, description="Filter-weight grids.")
+    activation_maps: ActivationMapsSpec = Field(
+        default_factory=ActivationMapsSpec, description="Activation maps of a few probe images."
+    )
+
+
+class DiffSpec(_Model):
+    """Compare two checkpoints: 'NETWORK@CHECKPOINT' refs."""
+
+    a: str = Field(description="Older side, e.g. 'alexnet@epoch-1'.")
+    b: str = Field(description="Newer side, e.g. 'alexnet@epoch-4'.")
+
+
+class PublishSpec(_Model):
+    """Where `sitegen publish` pushes the site (GitHub Pages via ghp-import)."""
+
+    remote: str = Field("origin", description="Git remote to push to.")
+    branch: str = Field("gh-pages", description="Branch that holds the site.")
+    cname: str | None = Field(None, description="Custom domain written to CNAME.")
+    message: str | None = Field(None, description="Commit message (version and spec hash are appended).")
+
+
+class Spec(_Model):
+    """A sitegen experiment: datasets, networks, analyses, diffs and publishing."""
+
+    title: str = Field("sitegen atlas", description="Title shown on every page.")
+    output: Path = Field(Path("output"), description="Output folder (store/ and site/), relative to the spec file.")
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="'auto' (cuda, then mps, then cpu), or a device."
+    )
+    seed: int = Field(0, description="Seed for splits, doodles, unit sampling and training.")
+    datasets: dict[str, DatasetSpec] = Field(min_length=1, description="Datasets by name.")
+    networks: dict[str, NetworkSpec] = Field(min_length=1, description="Networks by name.")
+    analyses: AnalysesSpec = Field(default_factory=AnalysesSpec, description="Analysis options.")
+    diffs: list[DiffSpec] = Field(default_factory=list, description="Checkpoint comparisons to build.")
+    publish: PublishSpec = Field(default_factory=PublishSpec, description="GitHub Pages publishing.")
+
+    _source: SpecSource | None = PrivateAttr(None)
+
+    @property
+    def source(self) -> SpecSource:
+        """Where the spec came from (file, text, node lines)."""
+        if self._source is None:
+            return SpecSource(Path("<spec>"), "", {})
+        return self._source
+
+    def where(self, loc: Iterable[str | int]) -> str:
+        """``file:line`` of the deepest YAML node on ``loc`` (e.g. ``("networks", "alexnet", "arch")``)."""
+        return self.source.where(tuple(loc))
+
+    def problem(self, loc: Iterable[str | int], message: str) -> str:
+        """Format one problem as ``file:line: dotted.key: message``."""
+        loc = tuple(loc)
+        return f"{self.where(loc)}: {_dotted(loc)}: {message}"
+
+    def section_hash(self, *loc: str | int) -> str:
+        """Content hash of one section (e.g. ``section_hash("networks", "alexnet")``) for cache keys."""
+        node: Any = self.model_dump(mode="json")
+        for part in loc:
+            node = node[part]
+        return hashlib.sha256(json.dumps(node, sort_keys=True).encode()).hexdigest()[:16]
+
+    def spec_hash(self) -> str:
+        """Content hash of the whole validated spec."""
+        return self.section_hash()
+
+
+# --- loading -----------------------------------------------------------------------------------------
+
+
+class SpecSource:
+    """The YAML file a spec came from, with the line of every node (1-based)."""
+
+    def __init__(self, path: Path, text: str, lines: dict[tuple, int]) -> None:
+        self.path = path
+        self.text = text
+        self.lines = lines
+
+    def where(self, loc: tuple) -> str:
+        for n in range(len(loc), -1, -1):
+            if loc[:n] in self.lines:
+                return f"{self.path.name}:{self.lines[loc[:n]]}"
+        return f"{self.path.name}:1"
+
+
+def _dotted(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _node_lines(node: yaml.Node, loc: tuple, lines: dict[tuple, int], problems: list[tuple[tuple, str]]) -> None:
+    lines[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in seen:
+                problems.append((loc + (key,), f"duplicate key {key!r}"))
+            seen.add(key)
+            lines[loc + (key,)] = key_node.start_mark.line + 1
+            _node_lines(value_node, loc + (key,), lines, problems)
+            lines[loc + (key,)] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _node_lines(item, loc + (i,), lines, problems)
+
+
+def _clean_loc(loc: tuple, data: Any, missing: bool) -> tuple:
+    """Keep the parts of a pydantic error location that are keys of the data (drop union tags)."""
+    out: list = []
+    node = data
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(node, dict) and part in node:
+            out.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            out.append(part)
+            node = node[part]
+        elif last and missing:
+            out.append(part)
+        # else: a union branch tag such as "literal['all']" or "TopClasses": skip it
+    return tuple(out)
+
+
+def _message(err: dict) -> str:
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        return "unknown key"
+    if err["type"] == "missing":
+        return "required key is missing"
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if err["type"] in ("literal_error", "enum") or "pattern" in err["type"]:
+        msg = f"{msg}, got {err.get('input')!r}"
+    return msg
+
+
+def _suggest_key(loc: tuple, model: type[BaseModel]) -> str:
+    """'did you mean' for an unknown key, using the field names of the model at that place."""
+    fields = _fields_at(model, loc[:-1])
+    close = difflib.get_close_matches(str(loc[-1]), fields, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(fields)})" if fields else ""
+
+
+def _fields_at(model: Any, loc: tuple) -> list[str]:
+    """Field names of the nested model reached by ``loc`` (dict keys are skipped through)."""
+    current: Any = model
+    for part in loc:
+        if current is None:
+            return []
+        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
+            current = _inner(current)
+            continue
+        field = current.model_fields.get(part)
+        current = _inner(field.annotation) if field else None
+        if current is not None and not (isinstance(current, type) and issubclass(current, BaseModel)):
+            current = _inner(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _inner(tp: Any) -> Any:
+    """The model type inside dict[str, M] / list[M] / M | None."""
+    args = getattr(tp, "__args__", None)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return tp
+    for a in args or ():
+        found = _inner(a)
+        if found is not None:
+            return found
+    return None
+
+
+def format_validation_errors(exc: ValidationError, data: Any, source: SpecSource) -> list[str]:
+    """One ``file:line: key: message`` line per problem, union branches collapsed."""
+    rows: list[tuple[tuple, str]] = []
+    for err in exc.errors():
+        loc = _clean_loc(tuple(err["loc"]), data, err["type"] == "missing")
+        msg = _message(err)
+        if err["type"] == "extra_forbidden":
+            msg += _suggest_key(loc, Spec)
+        rows.append((loc, msg))
+    # a union reports one error per branch: keep the deepest locations, one message per location
+    deepest = [r for r in rows if not any(o[0][: len(r[0])] == r[0] and len(o[0]) > len(r[0]) for o in rows)]
+    seen: set[tuple] = set()
+    out = []
+    for loc, msg in deepest:
+        if loc in seen:
+            continue
+        seen.add(loc)
+        out.append(f"{source.where(loc)}: {_dotted(loc)}: {msg}")
+    return out
+
+
+def _cross_checks(spec: Spec) -> list[str]:
+    """References between sections and files on disk (no torch needed)."""
+    problems = []
+    for kind, names in (("datasets", spec.datasets), ("networks", spec.networks)):
+        for name in names:
+            if not re.match(NAME_PATTERN, name):
+                problems.append(spec.problem((kind, name), f"name {name!r} must use {NAME_HELP}"))
+    for name, ds in spec.datasets.items():
+        for key in ("path", "train_path", "probe_path"):
+            p = getattr(ds, key)
+            if p is not None and not p.is_dir():
+                problems.append(spec.problem(("datasets", name, key), f"folder not found: {p}"))
+    for name, net in spec.networks.items():
+        if net.dataset not in spec.datasets:
+            problems.append(
+                spec.problem(
+                    ("networks", name, "dataset"),
+                    f"unknown dataset {net.dataset!r}{_did_you_mean(net.dataset, spec.datasets)}",
+                )
+            )
+        if net.weights and _looks_like_path(net.weights) and not Path(net.weights).is_file():
+            problems.append(spec.problem(("networks", name, "weights"), f"checkpoint file not found: {net.weights}"))
+        for ck, path in net.checkpoints.items():
+            if not re.match(NAME_PATTERN, ck):
+                problems.append(spec.problem(("networks", name, "checkpoints", ck), f"name must use {NAME_HELP}"))
+            if not path.is_file():
+                problems.append(
+                    spec.problem(("networks", name, "checkpoints", ck), f"checkpoint file not found: {path}")
+                )
+        if net.train and (net.weights or net.checkpoints):
+            problems.append(
+                spec.problem(("networks", name, "train"), "train: starts from random weights; drop weights/checkpoints")
+            )
+    for i, d in enumerate(spec.diffs):
+        for side in ("a", "b"):
+            ref = getattr(d, side)
+            net_name, sep, ck = ref.partition("@")
+            if not sep or not ck:
+                problems.append(spec.problem(("diffs", i, side), f"expected 'NETWORK@CHECKPOINT', got {ref!r}"))
+            elif net_name not in spec.networks:
+                problems.append(
+                    spec.problem(
+                        ("diffs", i, side), f"unknown network {net_name!r}{_did_you_mean(net_name, spec.networks)}"
+                    )
+                )
+    return problems
+
+
+def _looks_like_path(weights: str) -> bool:
+    return "/" in weights or "\\" in weights or Path(weights).suffix in (".pt", ".pth", ".bin", ".ckpt", ".tar")
+
+
+def _did_you_mean(word: str, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(sorted(options))}"
+
+
+def _resolve_paths(data: dict, base: Path) -> None:
+    """Make relative paths in the raw data relative to the spec file's folder (in place)."""
+
+    def fix(v: Any) -> Any:
+        return str((base / v).resolve()) if isinstance(v, str) and not Path(v).is_absolute() else v
+
+    if isinstance(data.get("output"), str) or "output" not in data:
+        data["output"] = fix(data.get("output", "output"))
+    for ds in (data.get("datasets") or {}).values():
+        if isinstance(ds, dict):
+            for key in ("path", "train_path", "probe_path"):
+                if key in ds:
+                    ds[key] = fix(ds[key])
+    for net in (data.get("networks") or {}).values():
+        if not isinstance(net, dict):
+            continue
+        if isinstance(net.get("weights"), str) and _looks_like_path(net["weights"]):
+            net["weights"] = fix(net["weights"])
+        cks = net.get("checkpoints")
+        if isinstance(cks, dict):
+            net["checkpoints"] = {k: fix(v) for k, v in cks.items()}
+        elif isinstance(cks, list):
+            net["checkpoints"] = {Path(str(p)).stem: fix(p) for p in cks}
+
+
+def parse_spec(text: str, path: Path = Path("experiments.yaml")) -> Spec:
+    """Validate spec text; relative paths are taken relative to ``path``'s folder.
+
+    Raises:
+        SpecError: with every problem found, each as ``file:line: key: message``.
+    """
+    name = path.name
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
+        raise SpecError([f"{where}: YAML syntax error: {e.problem or e}"]) from None
+    if not isinstance(data, dict):
+        raise SpecError([f"{name}:1: (top level): expected a mapping with datasets: and networks:"])
+    lines: dict[tuple, int] = {}
+    dup: list[tuple[tuple, str]] = []
+    _node_lines(node, (), lines, dup)
+    source = SpecSource(path, text, lines)
+    problems = [f"{source.where(loc)}: {_dotted(loc)}: {msg}" for loc, msg in dup]
+    _resolve_paths(data, path.parent.resolve())
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(problems + format_validation_errors(e, data, source)) from None
+    spec._source = source
+    problems += _cross_checks(spec)
+    if problems:
+        raise SpecError(problems)
+    return spec
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Load and validate an experiment spec.
+
+    Args:
+        path: the YAML file (relative paths inside it are relative to its folder).
+
+    Returns:
+        The validated, frozen :class:`Spec`.
+
+    Raises:
+        SpecError: the file is missing or has problems (all of them listed).
+
+    Example:
+        >>> spec = load_spec("experiments.yaml")  # doctest: +SKIP
+        >>> list(spec.networks)  # doctest: +SKIP
+        ['alexnet', 'vgg']
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError([f"{path}: spec file not found (create one, or run in a folder holding experiments.yaml)"])
+    return parse_spec(path.read_text(encoding="utf-8"), path)
+
+
+def json_schema() -> dict:
+    """The JSON Schema of the spec (``sitegen schema``)."""
+    return Spec.model_json_schema()
