@@ -1,0 +1,585 @@
+"""The orchestrator: spec → data → models → (training) → mining → analyses → store → site.
+
+Reads top-down like mkdocs' build(): gather inputs, compute what the store does
+not already hold (each checkpoint entry keyed by a content hash), then render.
+No exit codes here; user errors are raised as SitegenError subclasses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sitegen import __version__
+from sitegen.analyses import class_hist
+from sitegen.analyses.activation_maps import activation_maps
+from sitegen.analyses.filters import filter_grid
+from sitegen.analyses.patches import extract_patches, sprite
+from sitegen.analyses.reconstruct import reconstruct_topk
+from sitegen.data import DataBundle, build_data, class_counts, probe_image, probe_labels, resolve_normalization
+from sitegen.errors import DeviceError, SpecError
+from sitegen.mine import Mined, mine
+from sitegen.models import (
+    LoadedModel,
+    build_model,
+    check_arch,
+    file_hash,
+    layer_table,
+    load_model,
+    weights_meta,
+)
+from sitegen.spec import NetworkSpec, Spec, load_spec
+from sitegen.store import Store
+from sitegen.store.manifest import (
+    BuildRecord,
+    CheckpointManifest,
+    CheckpointRef,
+    DatasetRecord,
+    EpochRecord,
+    GridLayout,
+    LayerRecord,
+    NetworkRecord,
+    Normalization,
+    Provenance,
+    SpriteLayout,
+)
+from sitegen.train import train, train_key
+
+log = logging.getLogger("sitegen")
+
+Progress = Callable[[str, int, int], None]
+SAMPLES_PER_CLASS = 4  # thumbnails per class on the dataset card
+
+
+@dataclass(frozen=True, slots=True)
+class BuildResult:
+    """What a build did: where things are, how long it took, how much was cached."""
+
+    store: Path
+    site: Path | None
+    seconds: float
+    computed: int
+    cached: int
+
+    @property
+    def summary(self) -> str:
+        return f"{self.computed} checkpoint(s) computed, {self.cached} cached"
+
+
+@dataclass(frozen=True, slots=True)
+class _Checkpoint:
+    name: str
+    source: str | None  # file path, torchvision weights name, or None (random init)
+    epoch: int | None = None
+
+
+def build(spec: Spec, *, progress: Progress | None = None, render: bool = True) -> BuildResult:
+    """Build everything ``spec`` describes into ``spec.output`` (store/ and site/).
+
+    Args:
+        spec: a validated spec (:func:`sitegen.spec.load_spec`).
+        progress: called as ``progress(label, done, total)`` during long work.
+        render: also render the site (``output/site``) at the end.
+
+    Returns:
+        A :class:`BuildResult`.
+    """
+    t0 = time.perf_counter()
+    report = progress or (lambda *_: None)
+    device = resolve_device(spec)
+    _check_archs(spec)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    store = Store(spec.output / "store")
+    timings: dict[str, float] = {}
+
+    used = list(dict.fromkeys(net.dataset for net in spec.networks.values()))
+    bundles: dict[str, DataBundle] = {}
+    for name in used:
+        t = time.perf_counter()
+        bundles[name] = build_data(name, spec.datasets[name], spec.seed)
+        _write_dataset(store, bundles[name], spec)
+        timings[f"data {name}"] = time.perf_counter() - t
+
+    computed = cached = 0
+    for net_name, net in spec.networks.items():
+        t = time.perf_counter()
+        c, k = _build_network(spec, store, net_name, net, bundles[net.dataset], device, report)
+        computed, cached = computed + c, cached + k
+        timings[f"network {net_name}"] = time.perf_counter() - t
+
+    store.write_build(
+        BuildRecord(
+            title=spec.title,
+            spec_hash=spec.spec_hash(),
+            created=_now(),
+            sitegen_version=__version__,
+            torch_version=torch.__version__,
+            device=str(device),
+            timings={k: round(v, 3) for k, v in timings.items()},
+            datasets=used,
+            networks=list(spec.networks),
+        )
+    )
+    site = None
+    if render:
+        from sitegen.render import render_site
+
+        site = spec.output / "site"
+        render_site(store.root, site, progress=lambda d, n: report("render", d, n))
+        _write_redirect(spec.output)
+    return BuildResult(store.root, site, time.perf_counter() - t0, computed, cached)
+
+
+# --- devices and architectures -----------------------------------------------------------------------
+
+
+def resolve_device(spec: Spec) -> torch.device:
+    """``auto`` → cuda, then mps, then cpu; an explicit device must exist (DeviceError otherwise)."""
+    want = spec.device
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps and mps.is_available())
+    if want == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if has_mps else "cpu")
+    if want.startswith("cuda"):
+        n = torch.cuda.device_count()
+        index = int(want.split(":")[1]) if ":" in want else 0
+        if index >= n:
+            found = f"{n} CUDA device(s)" if n else "no CUDA device (torch.cuda.is_available() is False)"
+            raise DeviceError(spec.problem(("device",), f"{want!r} requested but this machine has {found}; "
+                                                      "use device: auto or cpu"))
+    if want == "mps" and not has_mps:
+        raise DeviceError(spec.problem(("device",), "'mps' requested but not available; use device: auto or cpu"))
+    return torch.device(want)
+
+
+def _check_archs(spec: Spec) -> None:
+    problems = []
+    for name, net in spec.networks.items():
+        message = check_arch(net.arch)
+        if message:
+            problems.append(spec.problem(("networks", name, "arch"), message))
+    if problems:
+        raise SpecError(problems)
+
+
+def layer_table_for(target: str, *, spec_path: Path, input_size: int | None, num_classes: int) -> tuple:
+    """The layer table of a spec network (by name) or of an arch string (``sitegen layers``)."""
+    if spec_path.is_file() and ":" not in target:
+        spec = load_spec(spec_path)
+        if target in spec.networks:
+            net = spec.networks[target]
+            ds = spec.datasets[net.dataset]
+            _check_archs(spec)
+            size = input_size or ds.image_size
+            classes = _class_count_hint(ds, num_classes)
+            return layer_table(build_model(net.arch, classes), size, net.layers)
+    message = check_arch(target)
+    if message:
+        raise SpecError([f"{target}: {message}"])
+    return layer_table(build_model(target, num_classes), input_size or 224, "auto")
+
+
+def _class_count_hint(ds, default: int) -> int:
+    """Classes of a dataset without loading it (only the head's width depends on it)."""
+    if ds.builtin:
+        from sitegen.doodles import CLASSES
+
+        return len(CLASSES) if ds.classes == "all" else (ds.classes.top if hasattr(ds.classes, "top") else
+                                                         len(ds.classes))
+    return default
+
+
+# --- datasets ----------------------------------------------------------------------------------------
+
+
+def _write_dataset(store: Store, bundle: DataBundle, spec: Spec) -> None:
+    labels = probe_labels(bundle)
+    counts = class_counts(bundle)
+    samples = [np.flatnonzero(labels == c)[:SAMPLES_PER_CLASS].tolist() for c in range(len(bundle.class_names))]
+    ds = spec.datasets[bundle.name]
+    store.write_dataset(
+        DatasetRecord(
+            name=bundle.name,
+            source=f"builtin:{ds.builtin}" if ds.builtin else str(ds.path or ds.probe_path),
+            fingerprint=bundle.fingerprint,
+            class_names=list(bundle.class_names),
+            image_size=bundle.image_size,
+            n_train=len(bundle.train),
+            n_probe=len(bundle.probe),
+            counts=[tuple(counts[c]) for c in bundle.class_names],
+            samples=samples,
+        )
+    )
+    np.save(store.dataset_dir(bundle.name) / "labels.npy", labels)
+    _write_images(store, bundle, {i for s in samples for i in s})
+
+
+def _write_images(store: Store, bundle: DataBundle, indices: set[int]) -> None:
+    """Probe images the pages show, un-normalized PNG; written once (same fingerprint, same pixels)."""
+    fp_file = store.dataset_dir(bundle.name) / "images" / "FINGERPRINT"
+    if fp_file.is_file() and fp_file.read_text() != bundle.fingerprint:
+        for old in fp_file.parent.glob("*.png"):
+            old.unlink()
+    fp_file.parent.mkdir(parents=True, exist_ok=True)
+    fp_file.write_text(bundle.fingerprint)
+    for i in sorted(indices):
+        path = store.image_path(bundle.name, int(i))
+        if i >= 0 and not path.is_file():
+            store.write_png(path, probe_image(bundle, int(i)))
+
+
+# --- networks ----------------------------------------------------------------------------------------
+
+
+def _build_network(
+    spec: Spec, store: Store, net_name: str, net: NetworkSpec, bundle: DataBundle, device: torch.device,
+    report: Progress,
+) -> tuple[int, int]:
+    num_classes = len(bundle.class_names)
+    meta = weights_meta(net.arch, net.weights) if net.weights else None
+    norm_kind, mean, std = resolve_normalization(net.normalization, bundle, meta)
+
+    history: tuple = ()
+    if net.train:
+        torch.manual_seed(spec.seed)
+        module = build_model(net.arch, num_classes)
+        key = train_key(net.train, arch=net.arch, fingerprint=bundle.fingerprint, mean=mean, std=std, seed=spec.seed)
+        result = train(
+            module, bundle.train, bundle.probe, net.train, key=key, mean=mean, std=std,
+            out_dir=spec.output / "checkpoints" / net_name, seed=spec.seed, device=device,
+            progress=lambda _, d, n: report(f"train {net_name}", d, n),
+        )
+        log.info("%s: training %s", net_name, "cached" if result.cached else "done")
+        history = result.history
+        checkpoints = [_Checkpoint(n, str(p), e.epoch) for (n, p), e in zip(result.checkpoints, history, strict=True)]
+    elif net.checkpoints:
+        checkpoints = [_Checkpoint(n, str(p)) for n, p in net.checkpoints.items()]
+    elif net.weights:
+        checkpoints = [_Checkpoint(Path(net.weights).stem if Path(net.weights).suffix else net.weights, net.weights)]
+    else:
+        log.warning("%s: no weights, checkpoints or train block: mapping a randomly initialised network", net_name)
+        checkpoints = [_Checkpoint("init", None)]
+
+    names = [c.name for c in checkpoints]
+    atlas = _atlas_names(spec, net_name, net, names)
+    wanted = set(atlas) | _diff_names(spec, net_name, names)
+
+    accuracy: dict[str, float] = {e_name: e.probe_acc for e_name, e in zip(names, history, strict=False)}
+    computed = cached = 0
+    layers: tuple = ()
+    params = 0
+    for ck in checkpoints:
+        if ck.name not in wanted:
+            continue
+        key = _entry_key(spec, net_name, ck, bundle.fingerprint, mean, std)
+        torch.manual_seed(spec.seed)  # "init" checkpoints: the same random weights every build
+        loaded = load_model(
+            net, num_classes=num_classes, input_size=bundle.image_size, checkpoint=ck.source, mean=mean, std=std,
+            normalization=norm_kind,
+        )
+        layers, params = loaded.layers, loaded.params
+        if store.cached(net_name, ck.name, key):
+            log.info("%s@%s: cached", net_name, ck.name)
+            accuracy[ck.name] = store.read_manifest(net_name, ck.name).accuracy
+            cached += 1
+            continue
+        log.info("%s@%s: mining %d layers on %d probe images", net_name, ck.name, len(loaded.layers),
+                 len(bundle.probe))
+        manifest = _analyze(spec, store, net_name, net, ck, loaded, bundle, device, key, report)
+        accuracy[ck.name] = manifest.accuracy
+        computed += 1
+
+    store.write_network(
+        NetworkRecord(
+            name=net_name,
+            arch=net.arch,
+            dataset=net.dataset,
+            weights=net.weights,
+            params=params,
+            input_size=bundle.image_size,
+            normalization=Normalization(kind=norm_kind, mean=mean, std=std),
+            layers=[LayerRecord(**info.to_dict()) for info in layers],
+            checkpoints=[
+                CheckpointRef(name=c.name, accuracy=accuracy.get(c.name), atlas=c.name in atlas, epoch=c.epoch)
+                for c in checkpoints
+            ],
+            training=[EpochRecord(**_asdict(e)) for e in history],
+        )
+    )
+    return computed, cached
+
+
+def _atlas_names(spec: Spec, net_name: str, net: NetworkSpec, names: list[str]) -> list[str]:
+    if net.atlas == "last":
+        return names[-1:]
+    if net.atlas == "all":
+        return names
+    unknown = [n for n in net.atlas if n not in names]
+    if unknown:
+        raise SpecError([spec.problem(("networks", net_name, "atlas"), f"unknown checkpoints {unknown}; "
+                                                                       f"this network has {names}")])
+    return list(net.atlas)
+
+
+def _diff_names(spec: Spec, net_name: str, names: list[str]) -> set[str]:
+    wanted, problems = set(), []
+    for i, d in enumerate(spec.diffs):
+        for side in ("a", "b"):
+            ref_net, _, ck = getattr(d, side).partition("@")
+            if ref_net != net_name:
+                continue
+            if ck not in names:
+                problems.append(spec.problem(("diffs", i, side), f"{net_name} has no checkpoint {ck!r}; it has {names}"))
+            wanted.add(ck)
+    if problems:
+        raise SpecError(problems)
+    return wanted
+
+
+def _entry_key(spec: Spec, net_name: str, ck: _Checkpoint, fingerprint: str, mean: tuple, std: tuple) -> str:
+    """Content hash of everything a checkpoint's store entry depends on."""
+    if ck.source and Path(ck.source).is_file():
+        source = file_hash(Path(ck.source))
+    else:
+        source = f"{ck.source or 'init'}:{spec.seed}"
+    blob = json.dumps(
+        {
+            "network": spec.section_hash("networks", net_name),
+            "analyses": spec.section_hash("analyses"),
+            "checkpoint": source,
+            "data": fingerprint,
+            "mean": list(mean),
+            "std": list(std),
+            "seed": spec.seed,
+            "sitegen": __version__,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+# --- one checkpoint: mine, analyse, store ------------------------------------------------------------
+
+
+def _analyze(
+    spec: Spec, store: Store, net_name: str, net: NetworkSpec, ck: _Checkpoint, loaded: LoadedModel,
+    bundle: DataBundle, device: torch.device, key: str, report: Progress,
+) -> CheckpointManifest:
+    a = spec.analyses
+    timings: dict[str, float] = {}
+    label = f"{net_name}@{ck.name}"
+    num_classes = len(bundle.class_names)
+
+    t = time.perf_counter()
+    mined = mine(
+        loaded, bundle.probe, k=a.top_k, batch_size=a.batch_size, device=str(device), num_workers=a.num_workers,
+        autocast=a.autocast, progress=lambda d, n: report(f"mine {label}", d, n),
+    )
+    timings["mine"] = time.perf_counter() - t
+    labels = mined.labels
+    accuracy = float((mined.top5[:, 0] == labels).mean()) if len(labels) else 0.0
+
+    mined_arrays: dict[str, np.ndarray] = {
+        "predictions/top5": mined.top5,
+        "predictions/top5_prob": mined.top5_prob,
+    }
+    class_arrays: dict[str, np.ndarray] = {
+        "confusion": np.bincount(labels * num_classes + mined.top5[:, 0], minlength=num_classes**2)
+        .reshape(num_classes, num_classes)
+        .astype(np.int64)
+    }
+    images_needed: set[int] = set()
+    shown: dict[str, list[int]] = {}
+    sprites: dict[str, SpriteLayout] = {}
+    layer_prefs = []
+    methods = list(a.reconstructions.methods) if a.reconstructions.enabled else []
+    image_cache = _ImageCache(bundle)
+
+    t_patch = t_recon = 0.0
+    total_units = sum(len(_shown_units(net, info, spec.seed)) for info in loaded.layers)
+    done_units = 0
+    for info in loaded.layers:
+        topk = mined.layers[info.name]
+        pref = class_hist.class_preference(topk.images, labels, num_classes)
+        layer_prefs.append(pref.weighted)
+        units = _shown_units(net, info, spec.seed)
+        shown[info.name] = units
+
+        t = time.perf_counter()
+        patches = extract_patches(image_cache.uint8, info, topk, bundle.image_size)
+        t_patch += time.perf_counter() - t
+        panels = [patches.cells]
+        t = time.perf_counter()
+        for method in methods:
+            panels.append(
+                reconstruct_topk(
+                    loaded, image_cache.tensor, info, topk, units, method=method,
+                    batch_size=a.reconstructions.batch_size, device=device, image_size=bundle.image_size,
+                )
+            )
+        t_recon += time.perf_counter() - t
+
+        cols = math.ceil(math.sqrt(a.top_k))
+        cell = patches.cells.shape[2]
+        sprites[info.name] = SpriteLayout(
+            cell=cell, cols=cols, rows=math.ceil(a.top_k / cols), panels=["patches", *methods]
+        )
+        for j, u in enumerate(units):
+            unit_panels = [panels[0][u]] + [p[j] for p in panels[1:]]
+            store.write_png(store.sprite_path(net_name, ck.name, info.name, u), sprite(unit_panels, cols))
+            done_units += 1
+            report(f"sprites {label}", done_units, total_units)
+        images_needed.update(int(i) for i in topk.images[units].ravel() if i >= 0)
+        images_needed.update(int(i) for i in pref.exemplars.ravel() if i >= 0)
+
+        for field in ("values", "images", "rows", "cols"):
+            mined_arrays[f"{info.name}/{field}"] = getattr(topk, field)
+        mined_arrays[f"{info.name}/boxes"] = patches.boxes
+        class_arrays.update(
+            {
+                f"{info.name}/per_rank": pref.per_rank,
+                f"{info.name}/weighted": pref.weighted,
+                f"{info.name}/purity": pref.purity,
+                f"{info.name}/dominant": pref.dominant,
+                f"{info.name}/exemplars": pref.exemplars,
+            }
+        )
+    class_arrays["overall/weighted"] = class_hist.overall_preference(layer_prefs)
+    timings["patches"] = t_patch
+    timings["reconstructions"] = t_recon
+
+    ck_dir = store.checkpoint_dir(net_name, ck.name)
+    filters_layout = None
+    if a.filters.enabled:
+        grid = filter_grid(loaded.module)
+        if grid is not None:
+            store.write_png(ck_dir / "filters.png", grid.image)
+            filters_layout = GridLayout(cell=grid.cell, cols=grid.cols, rows=grid.rows, count=grid.count,
+                                        layer=grid.layer)
+    has_actmaps = False
+    if a.activation_maps.enabled and a.activation_maps.images:
+        t = time.perf_counter()
+        picks = _actmap_images(labels, a.activation_maps.images)
+        maps = activation_maps(loaded, image_cache.tensor, picks, channels=a.activation_maps.channels, device=device)
+        _write_actmaps(store, ck_dir, maps)
+        images_needed.update(picks)
+        has_actmaps = True
+        timings["activation_maps"] = time.perf_counter() - t
+
+    store.write_arrays(net_name, ck.name, "mined", mined_arrays)
+    store.write_arrays(net_name, ck.name, "classes", class_arrays)
+    _write_images(store, bundle, images_needed)
+    manifest = CheckpointManifest(
+        key=key,
+        network=net_name,
+        checkpoint=ck.name,
+        provenance=Provenance(
+            spec_hash=spec.spec_hash(),
+            section_hash=spec.section_hash("networks", net_name),
+            checkpoint_hash=key,
+            dataset_fingerprint=bundle.fingerprint,
+            sitegen_version=__version__,
+            torch_version=torch.__version__,
+            seed=spec.seed,
+            device=str(device),
+            created=_now(),
+        ),
+        timings={k: round(v, 3) for k, v in timings.items()},
+        accuracy=accuracy,
+        top_k=a.top_k,
+        layers=[info.name for info in loaded.layers],
+        shown_units=shown,
+        sprites=sprites,
+        filters=filters_layout,
+        activation_maps=has_actmaps,
+        reconstructions=methods,
+    )
+    store.write_manifest(manifest)  # last: marks the entry complete
+    log.info("%s: accuracy %.3f, %s", label, accuracy,
+             ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+    return manifest
+
+
+class _ImageCache:
+    """Probe images by index, as uint8 arrays (patches) and [0,1] tensors (reconstructions)."""
+
+    def __init__(self, bundle: DataBundle) -> None:
+        self.bundle = bundle
+
+    def uint8(self, index: int) -> np.ndarray:
+        return probe_image(self.bundle, index)
+
+    def tensor(self, index: int) -> torch.Tensor:
+        return self.bundle.probe[index][0]
+
+
+def _shown_units(net: NetworkSpec, info, seed: int) -> list[int]:
+    """Units with pages: all, a deterministic sample (seeded by layer name), or a list (clipped)."""
+    if net.units == "all":
+        return list(range(info.units))
+    if isinstance(net.units, int):
+        if net.units >= info.units:
+            return list(range(info.units))
+        rng = np.random.default_rng([seed, zlib.crc32(info.name.encode())])
+        return sorted(int(u) for u in rng.choice(info.units, size=net.units, replace=False))
+    return [u for u in net.units if u < info.units]
+
+
+def _actmap_images(labels: np.ndarray, n: int) -> list[int]:
+    """One probe image per class, in class order, until ``n``."""
+    picks = []
+    for c in np.unique(labels):
+        picks.append(int(np.flatnonzero(labels == c)[0]))
+        if len(picks) == n:
+            break
+    return picks
+
+
+def _write_actmaps(store: Store, ck_dir: Path, maps) -> None:
+    doc = {"format": 1, "images": []}
+    for item in maps.images:
+        layers = []
+        for lay in item.layers:
+            chans = []
+            for ch in lay.channels:
+                name = f"actmaps/{item.index}-{lay.layer}-{ch.channel}.png"
+                store.write_png(ck_dir / name, ch.overlay)
+                chans.append({"channel": ch.channel, "norm": ch.norm, "png": name})
+            layers.append({"layer": lay.layer, "channels": chans})
+        doc["images"].append(
+            {"index": item.index, "label": item.label, "top5": [[c, p] for c, p in item.top5], "layers": layers}
+        )
+    store.write_json(ck_dir / "actmaps.json", doc)
+
+
+def _write_redirect(output: Path) -> None:
+    """``output/index.html`` → ``site/index.html``, so "open output/index.html" works too."""
+    (output / "index.html").write_text(
+        '<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" content="0; url=site/index.html">'
+        '<title>sitegen atlas</title><a href="site/index.html">Open the atlas</a>\n',
+        encoding="utf-8",
+    )
+
+
+def _asdict(e) -> dict:
+    return {"epoch": e.epoch, "loss": e.loss, "train_acc": e.train_acc, "probe_acc": e.probe_acc, "seconds": e.seconds}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+__all__ = ["build", "BuildResult", "resolve_device", "layer_table_for", "Mined"]

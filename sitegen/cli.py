@@ -1,0 +1,216 @@
+"""The ``sitegen`` command line: build · render · layers · schema.
+
+The only module with typer/rich, exit codes and progress bars. Errors a user
+can cause (:class:`~sitegen.errors.SitegenError`) become one line per problem
+on stderr and exit code 2; ``--debug`` shows the traceback instead. torch is
+imported lazily, only by the commands that compute.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from sitegen import __version__
+from sitegen.errors import SitegenError
+
+app = typer.Typer(
+    name="sitegen",
+    help="Turn a YAML experiment spec into a browsable static HTML atlas of what CNN units learned.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+log = logging.getLogger("sitegen")
+
+SpecArg = Annotated[Path, typer.Argument(help="The experiment spec (YAML).")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, warnings and errors only.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"sitegen {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """sitegen: one YAML spec in, a browsable atlas of what CNN units learned out."""
+
+
+@contextmanager
+def _user_errors(debug: bool) -> Iterator[None]:
+    """Turn SitegenError into one line per problem and exit code 2 (``--debug`` re-raises)."""
+    try:
+        yield
+    except SitegenError as e:
+        if debug:
+            raise
+        for line in str(e).splitlines() or [type(e).__name__]:
+            err.print(f"[bold red]error:[/] {line}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        err.print("interrupted: what was finished is kept; rerun to resume")
+        raise typer.Exit(130) from None
+
+
+def _setup_logging(quiet: bool, debug: bool) -> None:
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s" if quiet else "%(message)s"))
+    root = logging.getLogger("sitegen")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+class _Progress:
+    """Rich progress bars on a terminal; a plain line every ~10 % (and 5 s) otherwise (CI logs)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.tty = err.is_terminal
+        self._rich: Any = None
+        self._tasks: dict[str, Any] = {}
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def __enter__(self) -> _Progress:
+        if self.tty and not self.quiet:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._rich = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=err,
+                transient=True,
+            )
+            self._rich.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._rich is not None:
+            self._rich.__exit__(*exc)
+
+    def __call__(self, label: str, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        if self._rich is not None:
+            task = self._tasks.get(label)
+            if task is None:
+                task = self._tasks[label] = self._rich.add_task(label, total=total)
+            self._rich.update(task, completed=done, total=total)
+            return
+        now = time.monotonic()
+        last_t, last_done = self._last.get(label, (0.0, -1))
+        step = max(1, total // 10)
+        if done == total or (done - last_done >= step and now - last_t >= 5) or last_done < 0:
+            self._last[label] = (now, done)
+            print(f"  {label}: {done}/{total}", file=sys.stderr, flush=True)
+
+
+@app.command()
+def build(
+    spec: SpecArg = Path("experiments.yaml"),
+    debug: DebugOpt = False,
+    quiet: QuietOpt = False,
+    no_render: Annotated[bool, typer.Option("--no-render", help="Compute the store only.")] = False,
+) -> None:
+    """Train (if asked), mine, analyse and render the atlas described by SPEC."""
+    _setup_logging(quiet, debug)
+    with _user_errors(debug):
+        from sitegen.build import build as run_build
+        from sitegen.spec import load_spec
+
+        loaded = load_spec(spec)
+        with _Progress(quiet) as progress:
+            result = run_build(loaded, progress=progress, render=not no_render)
+        if not quiet:
+            err.print(f"[green]done[/] in {result.seconds:.1f}s: {result.summary}", highlight=False)
+            if result.site is not None:
+                err.print(f"open {result.site / 'index.html'}", highlight=False)
+
+
+@app.command()
+def render(
+    spec: SpecArg = Path("experiments.yaml"),
+    store: Annotated[
+        Path | None, typer.Option(help="Store folder to render (default: the spec's output/store).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Site folder to write (default: the spec's output/site).")] = None,
+    debug: DebugOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Re-draw the site from the artifact store alone (no torch, seconds)."""
+    _setup_logging(quiet, debug)
+    with _user_errors(debug):
+        from sitegen.render import render_site
+
+        if store is None or out is None:
+            from sitegen.spec import load_spec
+
+            loaded = load_spec(spec)
+            store = store or loaded.output / "store"
+            out = out or loaded.output / "site"
+        with _Progress(quiet) as progress:
+            report = render_site(store, out, progress=progress)
+        if not quiet:
+            err.print(
+                f"[green]rendered[/] {report.pages} pages in {report.seconds:.2f}s "
+                f"({report.pages / max(report.seconds, 1e-9):.0f} pages/s) → {out / 'index.html'}",
+                highlight=False,
+            )
+
+
+@app.command()
+def layers(
+    target: Annotated[str, typer.Argument(help="A network of the spec, or an arch such as torchvision:alexnet.")],
+    spec: Annotated[Path, typer.Option(help="Spec to look TARGET up in.")] = Path("experiments.yaml"),
+    input_size: Annotated[int | None, typer.Option(help="Input side in px (default: dataset's or 224).")] = None,
+    num_classes: Annotated[int, typer.Option(help="Classes, for an arch TARGET.")] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Print the layer table (friendly name, module path, shape, units, receptive field)."""
+    _setup_logging(True, debug)
+    with _user_errors(debug):
+        from sitegen.build import layer_table_for
+
+        table = layer_table_for(target, spec_path=spec, input_size=input_size, num_classes=num_classes)
+        rows = [info.to_dict() for info in table]
+        if as_json:
+            typer.echo(json.dumps(rows, indent=1))
+            return
+        from rich.table import Table
+
+        t = Table("name", "module", "kind", "shape", "units", "rf_size", "rf_stride", title=target)
+        for r in rows:
+            shape = "×".join(str(s) for s in r["shape"])
+            t.add_row(r["name"], r["module"] or "(output)", r["kind"], shape, str(r["units"]),
+                      str(r["rf_size"]), str(r["rf_stride"]))
+        Console().print(t)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the experiment spec."""
+    from sitegen.spec import json_schema
+
+    typer.echo(json.dumps(json_schema(), indent=1))
+

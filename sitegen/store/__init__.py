@@ -1,0 +1,132 @@
+"""The artifact store: the one contract between compute and render, and between builds.
+
+Layout and formats: docs/INTERNALS.md. The store never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+from pydantic import BaseModel, ValidationError
+
+from sitegen.errors import StoreError
+from sitegen.store import codecs
+from sitegen.store.manifest import (
+    FORMAT,
+    BuildRecord,
+    CheckpointManifest,
+    DatasetRecord,
+    NetworkRecord,
+)
+
+__all__ = ["Store", "FORMAT", "BuildRecord", "CheckpointManifest", "DatasetRecord", "NetworkRecord"]
+
+R = TypeVar("R", bound=BaseModel)
+
+
+class Store:
+    """A folder of artifacts (``output/store``) with typed, atomic reads and writes.
+
+    Args:
+        root: the store folder; created on first write.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    # --- paths -----------------------------------------------------------------------------------
+    def dataset_dir(self, dataset: str) -> Path:
+        return self.root / "datasets" / dataset
+
+    def network_dir(self, network: str) -> Path:
+        return self.root / "networks" / network
+
+    def checkpoint_dir(self, network: str, checkpoint: str) -> Path:
+        return self.network_dir(network) / checkpoint
+
+    def image_path(self, dataset: str, index: int) -> Path:
+        """Where probe image ``index`` of ``dataset`` is (or will be) stored as PNG."""
+        return self.dataset_dir(dataset) / "images" / f"{index}.png"
+
+    def sprite_path(self, network: str, checkpoint: str, layer: str, unit: int) -> Path:
+        return self.checkpoint_dir(network, checkpoint) / "units" / layer / f"unit-{unit:04d}.png"
+
+    # --- records ---------------------------------------------------------------------------------
+    def write_build(self, rec: BuildRecord) -> None:
+        codecs.write_json(self.root / "build.json", rec.model_dump(mode="json"))
+
+    def read_build(self) -> BuildRecord:
+        path = self.root / "build.json"
+        if not path.is_file():
+            raise StoreError(f"{self.root}: no finished build here (build.json missing); run `sitegen build` first")
+        return self._read(path, BuildRecord)
+
+    def write_dataset(self, rec: DatasetRecord) -> None:
+        codecs.write_json(self.dataset_dir(rec.name) / "dataset.json", rec.model_dump(mode="json"))
+
+    def read_dataset(self, dataset: str) -> DatasetRecord:
+        return self._read(self.dataset_dir(dataset) / "dataset.json", DatasetRecord)
+
+    def write_network(self, rec: NetworkRecord) -> None:
+        codecs.write_json(self.network_dir(rec.name) / "network.json", rec.model_dump(mode="json"))
+
+    def read_network(self, network: str) -> NetworkRecord:
+        return self._read(self.network_dir(network) / "network.json", NetworkRecord)
+
+    def write_manifest(self, m: CheckpointManifest) -> None:
+        """Write a checkpoint's manifest: call it LAST, after every file of the entry is written."""
+        codecs.write_json(self.checkpoint_dir(m.network, m.checkpoint) / "manifest.json", m.model_dump(mode="json"))
+
+    def read_manifest(self, network: str, checkpoint: str) -> CheckpointManifest:
+        return self._read(self.checkpoint_dir(network, checkpoint) / "manifest.json", CheckpointManifest)
+
+    def cached(self, network: str, checkpoint: str, key: str) -> bool:
+        """True when the entry is complete and was computed from the same inputs (same key)."""
+        path = self.checkpoint_dir(network, checkpoint) / "manifest.json"
+        if not path.is_file():
+            return False
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return data.get("format") == FORMAT and data.get("key") == key
+
+    # --- arrays and images -----------------------------------------------------------------------
+    def write_arrays(self, network: str, checkpoint: str, name: str, arrays: dict[str, np.ndarray]) -> None:
+        codecs.write_npz(self.checkpoint_dir(network, checkpoint) / f"{name}.npz", arrays)
+
+    def read_arrays(self, network: str, checkpoint: str, name: str) -> dict[str, np.ndarray]:
+        path = self.checkpoint_dir(network, checkpoint) / f"{name}.npz"
+        if not path.is_file():
+            raise StoreError(f"{path}: missing; the store is incomplete, rerun `sitegen build`")
+        return codecs.read_npz(path)
+
+    def write_png(self, path: Path, image: np.ndarray) -> None:
+        codecs.write_png(path, image)
+
+    def write_json(self, path: Path, obj: object) -> None:
+        codecs.write_json(path, obj)
+
+    def read_json(self, path: Path) -> object:
+        return codecs.read_json(path)
+
+    # --- internals -------------------------------------------------------------------------------
+    def _read(self, path: Path, model: type[R]) -> R:
+        if not path.is_file():
+            raise StoreError(f"{path}: missing; the store is incomplete, rerun `sitegen build`")
+        try:
+            data = codecs.read_json(path)
+        except (OSError, ValueError) as e:
+            raise StoreError(f"{path}: unreadable ({e}); delete it and rerun `sitegen build`") from None
+        fmt = data.get("format") if isinstance(data, dict) else None
+        if fmt != FORMAT:
+            newer = isinstance(fmt, int) and fmt > FORMAT
+            hint = "upgrade sitegen" if newer else "rerun `sitegen build` to rewrite it"
+            raise StoreError(f"{path}: store format {fmt!r}, this sitegen reads format {FORMAT}; {hint}")
+        try:
+            return model.model_validate(data)
+        except ValidationError as e:
+            raise StoreError(f"{path}: not a valid {model.__name__}: {e.errors()[0]['msg']}") from None
