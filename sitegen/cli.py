@@ -136,9 +136,10 @@ def build(
     _setup_logging(quiet, debug)
     with _user_errors(debug):
         from sitegen.build import build as run_build
+        from sitegen.models import check_arch
         from sitegen.spec import load_spec
 
-        loaded = load_spec(spec)
+        loaded = load_spec(spec, arch_check=check_arch)
         with _Progress(quiet) as progress:
             result = run_build(loaded, progress=progress, render=not no_render)
         if not quiet:

@@ -14,9 +14,9 @@ import difflib
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -31,6 +31,7 @@ from pydantic import (
 
 from sitegen.errors import SpecError
 
+ArchCheck = Callable[[str], "str | None"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 NAME_HELP = "letters, digits, '_', '.', '-' (it becomes part of URLs and file names)"
 
@@ -365,7 +366,9 @@ def _message(err: dict) -> str:
         return "required key is missing"
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
-    if err["type"] in ("literal_error", "enum") or "pattern" in err["type"]:
+    if err["type"] in ("literal_error", "enum") or "pattern" in err["type"] or err["type"].startswith(
+        ("greater_than", "less_than", "too_short", "too_long")
+    ):
         msg = f"{msg}, got {err.get('input')!r}"
     return msg
 
@@ -378,31 +381,38 @@ def _suggest_key(loc: tuple, model: type[BaseModel]) -> str:
 
 
 def _fields_at(model: Any, loc: tuple) -> list[str]:
-    """Field names of the nested model reached by ``loc`` (dict keys are skipped through)."""
-    current: Any = model
+    """Field names of the nested model reached by ``loc``, walking dict/list/union annotations."""
+    tp: Any = model
     for part in loc:
-        if current is None:
+        tp = _step(tp, part)
+        if tp is None:
             return []
-        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
-            current = _inner(current)
-            continue
-        field = current.model_fields.get(part)
-        current = _inner(field.annotation) if field else None
-        if current is not None and not (isinstance(current, type) and issubclass(current, BaseModel)):
-            current = _inner(current)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
-    return []
+    found = _model_in(tp)
+    return list(found.model_fields) if found else []
 
 
-def _inner(tp: Any) -> Any:
-    """The model type inside dict[str, M] / list[M] / M | None."""
-    args = getattr(tp, "__args__", None)
+def _step(tp: Any, part: str | int) -> Any:
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        field = tp.model_fields.get(str(part))
+        return field.annotation if field else None
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is dict:
+        return args[1]
+    if origin is list:
+        return args[0]
+    for arg in args:  # unions, Annotated
+        nxt = _step(arg, part)
+        if nxt is not None:
+            return nxt
+    return None
+
+
+def _model_in(tp: Any) -> type[BaseModel] | None:
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         return tp
-    for a in args or ():
-        found = _inner(a)
-        if found is not None:
+    for arg in get_args(tp):
+        found = _model_in(arg)
+        if found:
             return found
     return None
 
@@ -428,51 +438,60 @@ def format_validation_errors(exc: ValidationError, data: Any, source: SpecSource
     return out
 
 
-def _cross_checks(spec: Spec) -> list[str]:
-    """References between sections and files on disk (no torch needed)."""
-    problems = []
-    for kind, names in (("datasets", spec.datasets), ("networks", spec.networks)):
+def _cross_checks(data: dict, source: SpecSource, arch_check: ArchCheck | None) -> list[str]:
+    """References between sections, files on disk and (optionally) arch names, on the raw data.
+
+    Runs even when the structure has errors, so one run reports everything.
+    """
+    problems: list[str] = []
+
+    def add(loc: tuple, message: str) -> None:
+        problems.append(f"{source.where(loc)}: {_dotted(loc)}: {message}")
+
+    datasets = data.get("datasets") if isinstance(data.get("datasets"), dict) else {}
+    networks = data.get("networks") if isinstance(data.get("networks"), dict) else {}
+    for kind, names in (("datasets", datasets), ("networks", networks)):
         for name in names:
-            if not re.match(NAME_PATTERN, name):
-                problems.append(spec.problem((kind, name), f"name {name!r} must use {NAME_HELP}"))
-    for name, ds in spec.datasets.items():
+            if not re.match(NAME_PATTERN, str(name)):
+                add((kind, name), f"name {name!r} must use {NAME_HELP}")
+    for name, ds in datasets.items():
         for key in ("path", "train_path", "probe_path"):
-            p = getattr(ds, key)
-            if p is not None and not p.is_dir():
-                problems.append(spec.problem(("datasets", name, key), f"folder not found: {p}"))
-    for name, net in spec.networks.items():
-        if net.dataset not in spec.datasets:
-            problems.append(
-                spec.problem(
-                    ("networks", name, "dataset"),
-                    f"unknown dataset {net.dataset!r}{_did_you_mean(net.dataset, spec.datasets)}",
-                )
-            )
-        if net.weights and _looks_like_path(net.weights) and not Path(net.weights).is_file():
-            problems.append(spec.problem(("networks", name, "weights"), f"checkpoint file not found: {net.weights}"))
-        for ck, path in net.checkpoints.items():
-            if not re.match(NAME_PATTERN, ck):
-                problems.append(spec.problem(("networks", name, "checkpoints", ck), f"name must use {NAME_HELP}"))
-            if not path.is_file():
-                problems.append(
-                    spec.problem(("networks", name, "checkpoints", ck), f"checkpoint file not found: {path}")
-                )
-        if net.train and (net.weights or net.checkpoints):
-            problems.append(
-                spec.problem(("networks", name, "train"), "train: starts from random weights; drop weights/checkpoints")
-            )
-    for i, d in enumerate(spec.diffs):
+            p = ds.get(key) if isinstance(ds, dict) else None
+            if isinstance(p, str) and not Path(p).is_dir():
+                add(("datasets", name, key), f"folder not found: {p}")
+    for name, net in networks.items():
+        if not isinstance(net, dict):
+            continue
+        arch = net.get("arch")
+        if isinstance(arch, str) and arch_check is not None:
+            message = arch_check(arch)
+            if message:
+                add(("networks", name, "arch"), message)
+        ds_name = net.get("dataset")
+        if isinstance(ds_name, str) and ds_name not in datasets:
+            add(("networks", name, "dataset"), f"unknown dataset {ds_name!r}{_did_you_mean(ds_name, datasets)}")
+        weights = net.get("weights")
+        if isinstance(weights, str) and _looks_like_path(weights) and not Path(weights).is_file():
+            add(("networks", name, "weights"), f"checkpoint file not found: {weights}")
+        checkpoints = net.get("checkpoints") if isinstance(net.get("checkpoints"), dict) else {}
+        for ck, path in checkpoints.items():
+            if not re.match(NAME_PATTERN, str(ck)):
+                add(("networks", name, "checkpoints", ck), f"name must use {NAME_HELP}")
+            if isinstance(path, str) and not Path(path).is_file():
+                add(("networks", name, "checkpoints", ck), f"checkpoint file not found: {path}")
+        if net.get("train") is not None and (weights or checkpoints):
+            add(("networks", name, "train"), "train: starts from random weights; drop weights/checkpoints")
+    diffs = data.get("diffs") if isinstance(data.get("diffs"), list) else []
+    for i, d in enumerate(diffs):
         for side in ("a", "b"):
-            ref = getattr(d, side)
+            ref = d.get(side) if isinstance(d, dict) else None
+            if not isinstance(ref, str):
+                continue
             net_name, sep, ck = ref.partition("@")
             if not sep or not ck:
-                problems.append(spec.problem(("diffs", i, side), f"expected 'NETWORK@CHECKPOINT', got {ref!r}"))
-            elif net_name not in spec.networks:
-                problems.append(
-                    spec.problem(
-                        ("diffs", i, side), f"unknown network {net_name!r}{_did_you_mean(net_name, spec.networks)}"
-                    )
-                )
+                add(("diffs", i, side), f"expected 'NETWORK@CHECKPOINT', got {ref!r}")
+            elif net_name not in networks:
+                add(("diffs", i, side), f"unknown network {net_name!r}{_did_you_mean(net_name, networks)}")
     return problems
 
 
@@ -510,7 +529,7 @@ def _resolve_paths(data: dict, base: Path) -> None:
             net["checkpoints"] = {Path(str(p)).stem: fix(p) for p in cks}
 
 
-def parse_spec(text: str, path: Path = Path("experiments.yaml")) -> Spec:
+def parse_spec(text: str, path: Path = Path("experiments.yaml"), *, arch_check: ArchCheck | None = None) -> Spec:
     """Validate spec text; relative paths are taken relative to ``path``'s folder.
 
     Raises:
@@ -536,22 +555,36 @@ def parse_spec(text: str, path: Path = Path("experiments.yaml")) -> Spec:
     source = SpecSource(path, text, lines)
     problems = [f"{source.where(loc)}: {_dotted(loc)}: {msg}" for loc, msg in dup]
     _resolve_paths(data, path.parent.resolve())
+    spec = None
     try:
         spec = Spec.model_validate(data)
     except ValidationError as e:
-        raise SpecError(problems + format_validation_errors(e, data, source)) from None
-    spec._source = source
-    problems += _cross_checks(spec)
+        problems += format_validation_errors(e, data, source)
+    problems += _cross_checks(data, source, arch_check)
     if problems:
-        raise SpecError(problems)
+        raise SpecError(_by_line(problems))
+    assert spec is not None
+    spec._source = source
     return spec
 
 
-def load_spec(path: str | Path) -> Spec:
+def _by_line(problems: list[str]) -> list[str]:
+    """Problems in file order (stable), duplicates dropped."""
+
+    def line(p: str) -> int:
+        m = re.match(r"^[^:]*:(\d+)", p)
+        return int(m.group(1)) if m else 0
+
+    return sorted(dict.fromkeys(problems), key=line)
+
+
+def load_spec(path: str | Path, *, arch_check: ArchCheck | None = None) -> Spec:
     """Load and validate an experiment spec.
 
     Args:
         path: the YAML file (relative paths inside it are relative to its folder).
+        arch_check: optional ``arch -> error message or None`` (``sitegen.models.check_arch``): kept
+            outside this module so that loading a spec never imports torch.
 
     Returns:
         The validated, frozen :class:`Spec`.
@@ -567,7 +600,7 @@ def load_spec(path: str | Path) -> Spec:
     path = Path(path)
     if not path.is_file():
         raise SpecError([f"{path}: spec file not found (create one, or run in a folder holding experiments.yaml)"])
-    return parse_spec(path.read_text(encoding="utf-8"), path)
+    return parse_spec(path.read_text(encoding="utf-8"), path, arch_check=arch_check)
 
 
 def json_schema() -> dict:
