@@ -139,7 +139,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total_loss += float(loss) * len(y)
+            total_loss += float(loss.detach()) * len(y)
             correct += int((out.argmax(1) == y).sum())
             seen += len(y)
             if progress:

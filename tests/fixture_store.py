@@ -1,0 +1,390 @@
+"""A small but realistic artifact store, written with numpy + Pillow only (no torch).
+
+The render tests, the browser tests and ``benchmarks/render.py`` draw their sites from it. It follows
+docs/INTERNALS.md exactly and writes through :mod:`sitegen.store`, so a change of the store format
+shows up here as a failing test rather than as a silently stale fixture.
+
+What it holds: one dataset (``shapes``: procedurally drawn line sketches, 6 classes), two networks on
+it — ``tiny-alex`` (checkpoints epoch-1 and epoch-2, both with atlas pages, training history) and
+``tiny-vgg`` (one checkpoint) — each with layers conv1 (conv), conv2 (conv), fc6 (linear) and prob,
+unit sprites with two panels (patches, deconvnet; prob has patches only), a filter grid for conv1 and
+activation maps of three probe images.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from sitegen.store import Store, codecs
+from sitegen.store.manifest import (
+    BuildRecord,
+    CheckpointManifest,
+    CheckpointRef,
+    DatasetRecord,
+    EpochRecord,
+    GridLayout,
+    LayerRecord,
+    NetworkRecord,
+    Normalization,
+    Provenance,
+    SpriteLayout,
+)
+
+XSS_CLASS = "<img src=x onerror=alert(1)>"
+XSS_TITLE = "Fixture atlas <script>alert('title')</script> & co"
+CLASSES = ("circle", "square", "triangle", "cross", "zigzag", "spiral")
+DEFAULT_UNITS = {"conv1": 8, "conv2": 12, "fc6": 16}
+IMAGE_SIZE = 48
+PER_CLASS_PROBE = 8
+PER_CLASS_TRAIN = 24
+
+# (name, kind, rf_size, rf_stride, rf_offset, spatial side, sprite cell) of the fixture's layer table;
+# conv1 / conv2 mimic a small AlexNet-style net on 48-px inputs.
+_LAYERS = (
+    ("conv1", "conv", 5, 2, 1.0, 24, 16),
+    ("conv2", "conv", 17, 4, 3.0, 12, 24),
+    ("fc6", "linear", IMAGE_SIZE, IMAGE_SIZE, IMAGE_SIZE / 2, 0, 32),
+    ("prob", "prob", IMAGE_SIZE, IMAGE_SIZE, IMAGE_SIZE / 2, 0, 32),
+)
+_MODULES = {"conv1": "features.1", "conv2": "features.4", "fc6": "classifier.2", "prob": ""}
+
+
+def make_fixture_store(
+    root: Path,
+    *,
+    xss: bool = False,
+    n_units: Mapping[str, int] | None = None,
+    shown: Mapping[str, int] | None = None,
+    top_k: int = 9,
+    seed: int = 0,
+) -> Path:
+    """Write the fixture store under ``root`` and return ``root``.
+
+    Args:
+        root: the store folder (created).
+        xss: name one class ``<img src=x onerror=alert(1)>`` and put markup in the title, to prove
+            that every user string is escaped.
+        n_units: units per layer for conv1, conv2 and fc6 (default 8, 12, 16); the benchmark scales
+            these to thousands. ``prob`` always has one unit per class.
+        shown: how many units of a layer get pages (default: all, except fc6 shows every unit but
+            the last four, so shown units are not contiguous at the end).
+        top_k: images kept per unit.
+        seed: seed of every random choice (the store is deterministic for a given seed).
+
+    Returns:
+        ``root``, for chaining.
+
+    Example:
+        >>> store_root = make_fixture_store(tmp_path / "store", xss=True)
+    """
+    rng = np.random.default_rng(seed)
+    store = Store(root)
+    units = {**DEFAULT_UNITS, **(n_units or {})}
+    classes = list(CLASSES)
+    if xss:
+        classes[4] = XSS_CLASS
+    n_classes = len(classes)
+
+    labels, images = _write_dataset(store, classes, seed)
+    n_probe = len(labels)
+
+    nets = {
+        "tiny-alex": ("zoo:tiny_alex", [("epoch-1", 0.55), ("epoch-2", 0.78)]),
+        "tiny-vgg": ("zoo:tiny_vgg", [("final", 0.83)]),
+    }
+    for net, (arch, ckpts) in nets.items():
+        layer_recs = []
+        for name, kind, rf, stride, offset, side, _cell in _LAYERS:
+            u = n_classes if name == "prob" else units[name]
+            shape = [u, side, side] if side else [u]
+            layer_recs.append(
+                LayerRecord(name=name, module=_MODULES[name], kind=kind, shape=shape, units=u,
+                            rf_size=rf, rf_stride=stride, rf_offset=offset)
+            )
+        training = []
+        if len(ckpts) > 1:
+            training = [
+                EpochRecord(epoch=i + 1, loss=round(1.6 / (i + 1.2), 3), train_acc=round(acc + 0.06, 3),
+                            probe_acc=acc, seconds=round(3.2 + i * 0.1, 2))
+                for i, (_, acc) in enumerate(ckpts)
+            ]
+        store.write_network(
+            NetworkRecord(
+                name=net, arch=arch, dataset="shapes", weights=None, params=1_234_567 if net == "tiny-alex" else 2_345_678,
+                input_size=IMAGE_SIZE,
+                normalization=Normalization(kind="dataset", mean=(0.93, 0.93, 0.93), std=(0.21, 0.21, 0.21)),
+                layers=layer_recs,
+                checkpoints=[
+                    CheckpointRef(name=c, accuracy=acc, atlas=True, epoch=(i + 1) if training else None)
+                    for i, (c, acc) in enumerate(ckpts)
+                ],
+                training=training,
+            )
+        )
+        for ckpt, acc in ckpts:
+            _write_checkpoint(store, net, ckpt, acc, layer_recs, labels, images, n_classes, top_k, shown, rng)
+
+    title = XSS_TITLE if xss else "Fixture atlas"
+    store.write_build(
+        BuildRecord(
+            title=title, spec_hash="0123456789abcdef", created="2025-11-21T20:30:00+00:00",
+            sitegen_version="0.1.0", torch_version="2.15.0", device="cpu",
+            timings={"data": 0.41, "train": 12.3, "mine": 3.14, "analyses": 5.2, "store": 0.8},
+            datasets=["shapes"], networks=list(nets), diffs=[],
+        )
+    )
+    return root
+
+
+# --- dataset ----------------------------------------------------------------------------------------
+
+
+def _draw(cls: int, rng: random.Random) -> np.ndarray:
+    """One sketch of class ``cls``: black strokes on white, jittered (like the built-in doodles)."""
+    s = IMAGE_SIZE
+    im = Image.new("L", (s, s), 255)
+    d = ImageDraw.Draw(im)
+    c = s / 2 + rng.uniform(-4, 4), s / 2 + rng.uniform(-4, 4)
+    r = rng.uniform(11, 17)
+    w = rng.choice((2, 3))
+    if cls == 0:
+        d.ellipse((c[0] - r, c[1] - r, c[0] + r, c[1] + r), outline=0, width=w)
+    elif cls == 1:
+        d.rectangle((c[0] - r, c[1] - r, c[0] + r, c[1] + r), outline=0, width=w)
+    elif cls == 2:
+        d.polygon([(c[0], c[1] - r), (c[0] - r, c[1] + r), (c[0] + r, c[1] + r)], outline=0, width=w)
+    elif cls == 3:
+        d.line((c[0] - r, c[1] - r, c[0] + r, c[1] + r), fill=0, width=w)
+        d.line((c[0] - r, c[1] + r, c[0] + r, c[1] - r), fill=0, width=w)
+    elif cls == 4:
+        pts = [(c[0] - r + i * r / 2, c[1] + (r / 2 if i % 2 else -r / 2)) for i in range(5)]
+        d.line(pts, fill=0, width=w)
+    else:
+        pts = [(c[0] + t / 2 * math.cos(t), c[1] + t / 2 * math.sin(t)) for t in np.linspace(0, 4 * math.pi, 60)]
+        d.line(pts, fill=0, width=w)
+    return np.asarray(im.convert("RGB"))
+
+
+def _write_dataset(store: Store, classes: list[str], seed: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    rnd = random.Random(seed)
+    labels = np.repeat(np.arange(len(classes), dtype=np.int64), PER_CLASS_PROBE)
+    images = [_draw(int(c), rnd) for c in labels]
+    for i, img in enumerate(images):
+        store.write_png(store.image_path("shapes", i), img)
+    buf = io.BytesIO()
+    np.save(buf, labels, allow_pickle=False)
+    codecs.write_bytes(store.dataset_dir("shapes") / "labels.npy", buf.getvalue())
+    store.write_dataset(
+        DatasetRecord(
+            name="shapes", source="builtin:doodles", fingerprint="f1f2f3f4f5f6f7f8", class_names=classes,
+            image_size=IMAGE_SIZE, n_train=PER_CLASS_TRAIN * len(classes), n_probe=len(labels),
+            counts=[(PER_CLASS_TRAIN, PER_CLASS_PROBE)] * len(classes),
+            samples=[[c * PER_CLASS_PROBE + j for j in range(4)] for c in range(len(classes))],
+        )
+    )
+    return labels, images
+
+
+# --- one checkpoint ---------------------------------------------------------------------------------
+
+
+def _write_checkpoint(
+    store: Store, net: str, ckpt: str, accuracy: float, layers: list[LayerRecord], labels: np.ndarray,
+    images: list[np.ndarray], n_classes: int, k: int, shown: Mapping[str, int] | None, rng: np.random.Generator,
+) -> None:
+    n_probe = len(labels)
+    mined: dict[str, np.ndarray] = {}
+    classes: dict[str, np.ndarray] = {}
+    shown_units: dict[str, list[int]] = {}
+    sprites: dict[str, SpriteLayout] = {}
+    cells = {name: cell for name, *_, cell in _LAYERS}
+    overall = np.zeros(n_classes)
+    for lay in layers:
+        u = lay.units
+        side = lay.shape[1] if len(lay.shape) == 3 else 0
+        values = np.zeros((u, k), np.float32)
+        imgs = np.zeros((u, k), np.int64)
+        rows = np.zeros((u, k), np.int32)
+        cols = np.zeros((u, k), np.int32)
+        boxes = np.zeros((u, k, 4), np.int32)
+        for unit in range(u):
+            # A unit prefers one class; its purity decides how many of its top-k come from it.
+            dom = unit % n_classes
+            own = np.flatnonzero(labels == dom)
+            other = np.flatnonzero(labels != dom)
+            n_own = k if lay.kind == "prob" else int(rng.integers(k // 3, k + 1))
+            pick = np.concatenate([rng.choice(own, min(n_own, len(own)), replace=False),
+                                   rng.choice(other, k - min(n_own, len(own)), replace=False)])
+            rng.shuffle(pick[: k // 2])
+            imgs[unit] = pick
+            values[unit] = np.sort(rng.gamma(3.0, 2.0, k).astype(np.float32))[::-1] + (0.0 if side else 1.0)
+            if lay.kind == "prob":
+                values[unit] = np.sort(rng.uniform(0.5, 1.0, k).astype(np.float32))[::-1]
+            if side:
+                rows[unit] = rng.integers(0, side, k)
+                cols[unit] = rng.integers(0, side, k)
+                for j in range(k):
+                    boxes[unit, j] = _box(lay, int(rows[unit, j]), int(cols[unit, j]))
+            else:
+                boxes[unit] = (0, 0, IMAGE_SIZE, IMAGE_SIZE)
+        top_labels = labels[imgs]
+        per_rank = np.stack([np.bincount(top_labels[:, r], minlength=n_classes) for r in range(k)]).astype(np.float32)
+        weighted = ((k - np.arange(k))[:, None] * per_rank).sum(0).astype(np.float32)
+        dominant = np.array([np.bincount(t, minlength=n_classes).argmax() for t in top_labels], np.int64)
+        purity = (top_labels == dominant[:, None]).mean(1).astype(np.float32)
+        exemplars = np.full((n_classes, 3), -1, np.int64)
+        for c in range(n_classes):
+            hits = list(dict.fromkeys(int(i) for i in imgs.ravel() if labels[i] == c))[:3]
+            exemplars[c, : len(hits)] = hits
+        overall += weighted
+        mined |= {f"{lay.name}/values": values, f"{lay.name}/images": imgs, f"{lay.name}/rows": rows,
+                  f"{lay.name}/cols": cols, f"{lay.name}/boxes": boxes}
+        classes |= {f"{lay.name}/per_rank": per_rank, f"{lay.name}/weighted": weighted,
+                    f"{lay.name}/purity": purity, f"{lay.name}/dominant": dominant,
+                    f"{lay.name}/exemplars": exemplars}
+
+        n_shown = (shown or {}).get(lay.name, u - 4 if lay.name == "fc6" and u > 8 else u)
+        shown_units[lay.name] = list(range(min(n_shown, u)))
+        panels = ["patches"] if lay.kind == "prob" else ["patches", "deconvnet"]
+        cols_, rows_ = 3, math.ceil(k / 3)
+        sprites[lay.name] = SpriteLayout(cell=cells[lay.name], cols=cols_, rows=rows_, panels=panels)
+        cache: dict[tuple[int, ...], bytes] = {}
+        for unit in shown_units[lay.name]:
+            _write_sprite(store, net, ckpt, lay.name, unit, images, imgs[unit], boxes[unit],
+                          sprites[lay.name], cache)
+
+    n = n_probe
+    top5 = np.zeros((n, 5), np.int64)
+    top5_prob = np.zeros((n, 5), np.float32)
+    confusion = np.zeros((n_classes, n_classes), np.int64)
+    for i in range(n):
+        p = rng.dirichlet(np.ones(n_classes) * 0.5)
+        if rng.random() < accuracy:
+            p[labels[i]] += 2.0
+        p /= p.sum()
+        order = np.argsort(-p)[:5]
+        top5[i], top5_prob[i] = order, p[order]
+        confusion[labels[i], order[0]] += 1
+    mined |= {"predictions/top5": top5, "predictions/top5_prob": top5_prob}
+    classes |= {"overall/weighted": overall.astype(np.float32), "confusion": confusion}
+    store.write_arrays(net, ckpt, "mined", mined)
+    store.write_arrays(net, ckpt, "classes", classes)
+
+    filters = _write_filters(store, net, ckpt, layers[0].units, rng)
+    _write_actmaps(store, net, ckpt, layers, labels, top5, top5_prob, rng)
+    prov = Provenance(
+        spec_hash="0123456789abcdef", section_hash="aa11", checkpoint_hash=f"{net}-{ckpt}-hash",
+        dataset_fingerprint="f1f2f3f4f5f6f7f8", sitegen_version="0.1.0", torch_version="2.15.0",
+        seed=0, device="cpu", created="2025-11-21T20:30:00+00:00",
+    )
+    store.write_manifest(
+        CheckpointManifest(
+            key=f"key-{net}-{ckpt}", network=net, checkpoint=ckpt, provenance=prov,
+            timings={"mine": 1.2, "patches": 0.4, "deconvnet": 2.1, "class_hist": 0.01},
+            accuracy=accuracy, top_k=k, layers=[lay.name for lay in layers], shown_units=shown_units,
+            sprites=sprites, filters=filters, activation_maps=True, reconstructions=["deconvnet"],
+        )
+    )
+
+
+def _box(lay: LayerRecord, row: int, col: int) -> tuple[int, int, int, int]:
+    """Clipped RF box (top, left, bottom, right) of unit position (row, col), as the store keeps it."""
+    half = lay.rf_size / 2
+    cr, cc = lay.rf_offset + row * lay.rf_stride, lay.rf_offset + col * lay.rf_stride
+    top, left = max(0, round(cr - half)), max(0, round(cc - half))
+    bottom, right = min(IMAGE_SIZE, round(cr + half)), min(IMAGE_SIZE, round(cc + half))
+    return top, left, max(bottom, top + 1), max(right, left + 1)
+
+
+def _write_sprite(
+    store: Store, net: str, ckpt: str, layer: str, unit: int, images: list[np.ndarray], idx: np.ndarray,
+    boxes: np.ndarray, lay: SpriteLayout, cache: dict[tuple[int, ...], bytes],
+) -> None:
+    """Patches panel (RF crops, upscaled) then one fake deconvnet panel, as the real sprite writer lays them out."""
+    key = (*idx.tolist(), *boxes.ravel().tolist(), len(lay.panels))
+    path = store.sprite_path(net, ckpt, layer, unit)
+    if key in cache:  # the benchmark's thousands of units repeat themselves: encode once
+        codecs.write_bytes(path, cache[key])
+        return
+    c = lay.cell
+    panel_w = lay.cols * c
+    sheet = np.full((lay.rows * c, panel_w * len(lay.panels), 3), 255, np.uint8)
+    for j, (i, (t, left, b, r)) in enumerate(zip(idx.tolist(), boxes.tolist(), strict=True)):
+        if i < 0:
+            continue
+        crop = Image.fromarray(images[i][t:b, left:r]).resize((c, c), Image.NEAREST)
+        row, col = divmod(j, lay.cols)
+        sheet[row * c:(row + 1) * c, col * c:(col + 1) * c] = np.asarray(crop)
+        if len(lay.panels) > 1:
+            # Deconvnet reconstructions look like coloured edges on grey: imitate that cheaply.
+            edges = np.asarray(crop.convert("L").filter(ImageFilter.FIND_EDGES), np.float32) / 255
+            tint = np.array([0.9, 0.5 + 0.4 * ((unit * 37) % 7) / 7, 0.3])
+            rec = 128 + (edges[..., None] * tint * 127) - (edges[..., None] * (1 - tint) * 60)
+            x0 = panel_w + col * c
+            sheet[row * c:(row + 1) * c, x0:x0 + c] = np.clip(rec, 0, 255).astype(np.uint8)
+    data = codecs.encode_png(sheet)
+    cache[key] = data
+    codecs.write_bytes(path, data)
+
+
+def _write_filters(store: Store, net: str, ckpt: str, count: int, rng: np.random.Generator) -> GridLayout:
+    """conv1's 5x5 RGB filters, each shown 3x enlarged in a 16-px cell with a 1-px white border."""
+    cell, cols = 16, 4
+    rows = math.ceil(count / cols)
+    grid = np.full((rows * cell, cols * cell, 3), 255, np.uint8)
+    for f in range(count):
+        w = rng.normal(0, 1, (5, 5, 3))
+        w = (w - w.min()) / (w.max() - w.min() + 1e-9)
+        tile = np.kron((w * 255).astype(np.uint8), np.ones((3, 3, 1), np.uint8))
+        r, c = divmod(f, cols)
+        grid[r * cell:r * cell + 15, c * cell:c * cell + 15] = tile
+    layout = GridLayout(cell=cell, cols=cols, rows=rows, count=count, layer="conv1")
+    store.write_png(store.checkpoint_dir(net, ckpt) / "filters.png", grid)
+    store.write_json(store.checkpoint_dir(net, ckpt) / "filters.json", {"format": 1, **layout.model_dump()})
+    return layout
+
+
+def _heat(m: np.ndarray) -> np.ndarray:
+    """A magma-like colour map of values in [0, 1] (uint8 RGB)."""
+    m = np.clip(m, 0, 1)[..., None]
+    lo, mid, hi = np.array([10, 8, 40]), np.array([190, 50, 100]), np.array([252, 230, 160])
+    rgb = np.where(m < 0.5, lo + (mid - lo) * (m * 2), mid + (hi - mid) * (m * 2 - 1))
+    return rgb.astype(np.uint8)
+
+
+def _write_actmaps(
+    store: Store, net: str, ckpt: str, layers: list[LayerRecord], labels: np.ndarray, top5: np.ndarray,
+    top5_prob: np.ndarray, rng: np.random.Generator,
+) -> None:
+    """actmaps.json + one PNG per (image, layer, channel): the format docs/INTERNALS.md documents."""
+    out = []
+    for cls in range(3):
+        idx = int(np.flatnonzero(labels == cls)[0])
+        entry_layers = []
+        for lay in layers:
+            if lay.kind != "conv":
+                continue
+            side = lay.shape[1]
+            chans = sorted(rng.choice(lay.units, 3, replace=False).tolist())
+            entry = []
+            for ch in chans:
+                yy, xx = np.mgrid[0:side, 0:side] / side
+                m = np.exp(-((yy - rng.random()) ** 2 + (xx - rng.random()) ** 2) * 8) + rng.random((side, side)) * 0.2
+                png = f"actmaps/{idx}-{lay.name}-{ch}.png"
+                store.write_png(store.checkpoint_dir(net, ckpt) / png, _heat(m / m.max()))
+                entry.append({"channel": ch, "norm": round(float(np.linalg.norm(m)), 3), "png": png})
+            entry.sort(key=lambda e: -e["norm"])
+            entry_layers.append({"layer": lay.name, "channels": entry})
+        out.append({
+            "index": idx, "label": cls,
+            "top5": [[int(c), round(float(p), 4)] for c, p in zip(top5[idx], top5_prob[idx], strict=True)],
+            "layers": entry_layers,
+        })
+    store.write_json(store.checkpoint_dir(net, ckpt) / "actmaps.json", {"format": 1, "images": out})
