@@ -194,12 +194,15 @@ def layer_table_for(target: str, *, spec_path: Path, input_size: int | None, num
 
 def _class_count_hint(ds, default: int) -> int:
     """Classes of a dataset without loading it (only the head's width depends on it)."""
-    if ds.builtin:
-        from sitegen.doodles import CLASSES
+    if not ds.builtin:
+        return default
+    from sitegen.doodles import CLASSES
 
-        return len(CLASSES) if ds.classes == "all" else (ds.classes.top if hasattr(ds.classes, "top") else
-                                                         len(ds.classes))
-    return default
+    if ds.classes == "all":
+        return len(CLASSES)
+    if isinstance(ds.classes, list):
+        return len(ds.classes)
+    return min(ds.classes.top, len(CLASSES))
 
 
 # --- datasets ----------------------------------------------------------------------------------------

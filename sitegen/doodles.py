@@ -25,6 +25,7 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 from PIL import Image, ImageDraw
 
@@ -45,7 +46,8 @@ _STEP = 0.025  # resampling step along a stroke (canvas units): dense enough for
 
 
 def _ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 48, phase: float = 0.0) -> list[Point]:
-    return [(cx + rx * math.cos(phase + _TAU * i / n), cy + ry * math.sin(phase + _TAU * i / n)) for i in range(n)]
+    angles = [phase + _TAU * i / n for i in range(n)]
+    return [(cx + rx * math.cos(a), cy + ry * math.sin(a)) for a in angles]
 
 
 def _segment(a: Point, b: Point, rng: random.Random, overshoot: float = 0.06) -> Stroke:
@@ -117,9 +119,9 @@ def _wheel(rng: random.Random) -> list[Stroke]:
 
 def _grid(rng: random.Random) -> list[Stroke]:
     rows, cols = rng.randint(3, 5), rng.randint(3, 5)
-    strokes = [_segment((-1, -1 + 2 * i / (rows - 1)), (1, -1 + 2 * i / (rows - 1)), rng) for i in range(rows)]
-    strokes += [_segment((-1 + 2 * j / (cols - 1), -1), (-1 + 2 * j / (cols - 1), 1), rng) for j in range(cols)]
-    return strokes
+    ys = [-1 + 2 * i / (rows - 1) for i in range(rows)]
+    xs = [-1 + 2 * j / (cols - 1) for j in range(cols)]
+    return [_segment((-1, y), (1, y), rng) for y in ys] + [_segment((x, -1), (x, 1), rng) for x in xs]
 
 
 def _sun(rng: random.Random) -> list[Stroke]:
@@ -205,8 +207,9 @@ def _scribble(rng: random.Random) -> list[Stroke]:
     pts = [(rng.uniform(-1, 1), rng.uniform(-1, 1)) for _ in range(rng.randint(9, 14))]
     for _ in range(3):  # Chaikin corner cutting: a smooth, loopy line through random points
         cut = [pts[0]]
-        for (ax, ay), (bx, by) in zip(pts, pts[1:]):
-            cut += [(0.75 * ax + 0.25 * bx, 0.75 * ay + 0.25 * by), (0.25 * ax + 0.75 * bx, 0.25 * ay + 0.75 * by)]
+        for (ax, ay), (bx, by) in pairwise(pts):
+            cut.append((0.75 * ax + 0.25 * bx, 0.75 * ay + 0.25 * by))
+            cut.append((0.25 * ax + 0.75 * bx, 0.25 * ay + 0.75 * by))
         pts = cut + [pts[-1]]
     return [(pts, False)]
 
@@ -248,7 +251,7 @@ def _resample(points: list[Point], closed: bool, rng: random.Random) -> list[Poi
     """Points every ``_STEP`` along the stroke (corners kept); closed loops overshoot or leave a gap."""
     path = points + [points[0]] if closed else points
     out = [path[0]]
-    for (ax, ay), (bx, by) in zip(path, path[1:]):
+    for (ax, ay), (bx, by) in pairwise(path):
         n = max(1, math.ceil(math.hypot(bx - ax, by - ay) / _STEP))
         out += [(ax + (bx - ax) * k / n, ay + (by - ay) * k / n) for k in range(1, n + 1)]
     if closed:  # a hand rarely closes a loop exactly
@@ -318,7 +321,8 @@ def draw(name: str, size: int, rng: random.Random) -> Image.Image:
     img = Image.new("L", (canvas, canvas), 255)
     pen_down = ImageDraw.Draw(img)
     for pts, closed in placed:
-        path = _wobble(_resample([(left + x * scale, top + y * scale) for x, y in pts], closed, rng), amp, rng)
+        on_canvas = [(left + x * scale, top + y * scale) for x, y in pts]
+        path = _wobble(_resample(on_canvas, closed, rng), amp, rng)
         xy = [(x * canvas, y * canvas) for x, y in path]
         pen_down.line(xy, fill=0, width=pen, joint="curve")
         if pen > 2:  # round caps: Pillow's line ends are square

@@ -125,7 +125,7 @@ class DatasetSpec(_Model):
         48, gt=0, description="builtin only: how many images to draw per class (before the split)."
     )
     probe_fraction: float = Field(
-        0.25, gt=0, lt=1, description="Share of each class held out as the probe split (path: datasets only)."
+        0.25, gt=0, lt=1, description="Share of each class held out as the probe split (builtin and path: datasets)."
     )
     image_size: int = Field(
         64, gt=0, description="Images are resized (shorter side) and centre-cropped to this square size in px."
