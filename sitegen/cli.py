@@ -170,7 +170,7 @@ def render(
             store = store or loaded.output / "store"
             out = out or loaded.output / "site"
         with _Progress(quiet) as progress:
-            report = render_site(store, out, progress=progress)
+            report = render_site(store, out, progress=lambda d, n: progress("render", d, n))
         if not quiet:
             err.print(
                 f"[green]rendered[/] {report.pages} pages in {report.seconds:.2f}s "

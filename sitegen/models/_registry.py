@@ -81,7 +81,7 @@ def get_arch(name: str) -> Callable[..., nn.Module]:
 
 
 def list_archs() -> list[str]:
-    """Every architecture name a spec may use: ``zoo:*`` first, then ``torchvision:*`` (user callables aside)."""
+    """Every architecture name a spec may use (besides user callables): ``zoo:*``, then ``torchvision:*``."""
     return [f"{ZOO}:{n}" for n in _zoo_names()] + [f"{TORCHVISION}:{n}" for n in _torchvision_names()]
 
 
@@ -129,20 +129,24 @@ def check_arch(arch: str) -> str | None:
 
 def _unknown(arch: str, namespace: str, name: str) -> str:
     """``unknown architecture ...`` with the closest known name, spelled in the user's prefix style."""
-    explicit = arch.startswith(f"{namespace}:")
-    # same-namespace names first so that ties go to the namespace the user chose
+    explicit = arch.startswith((f"{ZOO}:", f"{TORCHVISION}:"))  # keep the user's prefix style
     spell = {
         ZOO: lambda n: f"{ZOO}:{n}",
         TORCHVISION: (lambda n: f"{TORCHVISION}:{n}") if explicit else (lambda n: n),
     }
-    order = [namespace] + [ns for ns in (ZOO, TORCHVISION) if ns != namespace]
-    candidates: dict[str, str] = {}
-    for ns in order:
-        for n in _zoo_names() if ns == ZOO else _torchvision_names():
-            candidates.setdefault(n, spell[ns](n))
-    close = difflib.get_close_matches(name, list(candidates), n=1)
-    if close:
-        return f"unknown architecture {arch!r} (did you mean {candidates[close[0]]!r}?)"
+    same = _zoo_names() if namespace == ZOO else list(_torchvision_names())
+    other_ns = TORCHVISION if namespace == ZOO else ZOO
+    other = list(_torchvision_names()) if namespace == ZOO else _zoo_names()
+    # the exact name in the other namespace (zoo:resnet18 -> torchvision:resnet18) and/or the closest name
+    # in the user's namespace (stricter beside an exact match); the closest elsewhere when neither exists
+    exact = name in other
+    suggestions = [spell[other_ns](name)] if exact else []
+    close = difflib.get_close_matches(name, same, n=1, cutoff=0.7 if exact else 0.6)
+    suggestions += [spell[namespace](n) for n in close]
+    if not suggestions:
+        suggestions = [spell[other_ns](n) for n in difflib.get_close_matches(name, other, n=1)]
+    if suggestions:
+        return f"unknown architecture {arch!r} (did you mean {' or '.join(map(repr, suggestions))}?)"
     zoo = ", ".join(f"{ZOO}:{n}" for n in _zoo_names())
     return (
         f"unknown architecture {arch!r}; use one of {zoo}, a torchvision model name "
@@ -212,7 +216,9 @@ def build_model(arch: str, num_classes: int) -> nn.Module:
     except Exception as e:  # user code: report it as input error with its own message
         raise ModelError(f"architecture {arch!r}: the builder failed: {type(e).__name__}: {e}") from e
     if not isinstance(module, nn.Module):
-        raise ModelError(f"architecture {arch!r}: the builder returned {type(module).__name__}, not an nn.Module")
+        raise ModelError(
+            f"architecture {arch!r}: the builder returned {type(module).__name__}, not an nn.Module"
+        )
     resize_head(module, num_classes)
     return module
 
