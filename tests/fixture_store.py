@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +63,9 @@ def make_fixture_store(
     n_units: Mapping[str, int] | None = None,
     shown: Mapping[str, int] | None = None,
     top_k: int = 9,
+    n_classes: int = 6,
+    distinct_sprites: int | None = None,
+    networks: Sequence[str] = ("tiny-alex", "tiny-vgg"),
     seed: int = 0,
 ) -> Path:
     """Write the fixture store under ``root`` and return ``root``.
@@ -76,6 +79,12 @@ def make_fixture_store(
         shown: how many units of a layer get pages (default: all, except fc6 shows every unit but
             the last four, so shown units are not contiguous at the end).
         top_k: images kept per unit.
+        n_classes: number of classes; beyond the six shapes, classes are numbered variants of them
+            (``circle-2``…), to look at charts and tables with 160+ classes.
+        distinct_sprites: when set, unit ``u`` gets the sprite bytes of unit ``u % distinct_sprites``
+            (the benchmark's thousands of units without thousands of PNG encodes; the sprites then no
+            longer match the mined images, which render does not check).
+        networks: which of the two networks to write (one network: no compare page).
         seed: seed of every random choice (the store is deterministic for a given seed).
 
     Returns:
@@ -87,37 +96,56 @@ def make_fixture_store(
     rng = np.random.default_rng(seed)
     store = Store(root)
     units = {**DEFAULT_UNITS, **(n_units or {})}
-    classes = list(CLASSES)
+    classes = [
+        CLASSES[c % len(CLASSES)] + (f"-{c // len(CLASSES) + 1}" if c >= len(CLASSES) else "")
+        for c in range(n_classes)
+    ]
     if xss:
         classes[4] = XSS_CLASS
-    n_classes = len(classes)
 
     labels, images = _write_dataset(store, classes, seed)
-    n_probe = len(labels)
 
     nets = {
         "tiny-alex": ("zoo:tiny_alex", [("epoch-1", 0.55), ("epoch-2", 0.78)]),
         "tiny-vgg": ("zoo:tiny_vgg", [("final", 0.83)]),
     }
+    nets = {name: nets[name] for name in networks}
     for net, (arch, ckpts) in nets.items():
         layer_recs = []
         for name, kind, rf, stride, offset, side, _cell in _LAYERS:
             u = n_classes if name == "prob" else units[name]
             shape = [u, side, side] if side else [u]
             layer_recs.append(
-                LayerRecord(name=name, module=_MODULES[name], kind=kind, shape=shape, units=u,
-                            rf_size=rf, rf_stride=stride, rf_offset=offset)
+                LayerRecord(
+                    name=name,
+                    module=_MODULES[name],
+                    kind=kind,
+                    shape=shape,
+                    units=u,
+                    rf_size=rf,
+                    rf_stride=stride,
+                    rf_offset=offset,
+                )
             )
         training = []
         if len(ckpts) > 1:
             training = [
-                EpochRecord(epoch=i + 1, loss=round(1.6 / (i + 1.2), 3), train_acc=round(acc + 0.06, 3),
-                            probe_acc=acc, seconds=round(3.2 + i * 0.1, 2))
+                EpochRecord(
+                    epoch=i + 1,
+                    loss=round(1.6 / (i + 1.2), 3),
+                    train_acc=round(acc + 0.06, 3),
+                    probe_acc=acc,
+                    seconds=round(3.2 + i * 0.1, 2),
+                )
                 for i, (_, acc) in enumerate(ckpts)
             ]
         store.write_network(
             NetworkRecord(
-                name=net, arch=arch, dataset="shapes", weights=None, params=1_234_567 if net == "tiny-alex" else 2_345_678,
+                name=net,
+                arch=arch,
+                dataset="shapes",
+                weights=None,
+                params=1_234_567 if net == "tiny-alex" else 2_345_678,
                 input_size=IMAGE_SIZE,
                 normalization=Normalization(kind="dataset", mean=(0.93, 0.93, 0.93), std=(0.21, 0.21, 0.21)),
                 layers=layer_recs,
@@ -129,15 +157,34 @@ def make_fixture_store(
             )
         )
         for ckpt, acc in ckpts:
-            _write_checkpoint(store, net, ckpt, acc, layer_recs, labels, images, n_classes, top_k, shown, rng)
+            _write_checkpoint(
+                store,
+                net,
+                ckpt,
+                acc,
+                layer_recs,
+                labels,
+                images,
+                n_classes,
+                top_k,
+                shown,
+                distinct_sprites,
+                rng,
+            )
 
     title = XSS_TITLE if xss else "Fixture atlas"
     store.write_build(
         BuildRecord(
-            title=title, spec_hash="0123456789abcdef", created="2025-11-21T20:30:00+00:00",
-            sitegen_version="0.1.0", torch_version="2.15.0", device="cpu",
+            title=title,
+            spec_hash="0123456789abcdef",
+            created="2025-11-21T20:30:00+00:00",
+            sitegen_version="0.1.0",
+            torch_version="2.15.0",
+            device="cpu",
             timings={"data": 0.41, "train": 12.3, "mine": 3.14, "analyses": 5.2, "store": 0.8},
-            datasets=["shapes"], networks=list(nets), diffs=[],
+            datasets=["shapes"],
+            networks=list(nets),
+            diffs=[],
         )
     )
     return root
@@ -167,7 +214,9 @@ def _draw(cls: int, rng: random.Random) -> np.ndarray:
         pts = [(c[0] - r + i * r / 2, c[1] + (r / 2 if i % 2 else -r / 2)) for i in range(5)]
         d.line(pts, fill=0, width=w)
     else:
-        pts = [(c[0] + t / 2 * math.cos(t), c[1] + t / 2 * math.sin(t)) for t in np.linspace(0, 4 * math.pi, 60)]
+        pts = [
+            (c[0] + t / 2 * math.cos(t), c[1] + t / 2 * math.sin(t)) for t in np.linspace(0, 4 * math.pi, 60)
+        ]
         d.line(pts, fill=0, width=w)
     return np.asarray(im.convert("RGB"))
 
@@ -175,7 +224,7 @@ def _draw(cls: int, rng: random.Random) -> np.ndarray:
 def _write_dataset(store: Store, classes: list[str], seed: int) -> tuple[np.ndarray, list[np.ndarray]]:
     rnd = random.Random(seed)
     labels = np.repeat(np.arange(len(classes), dtype=np.int64), PER_CLASS_PROBE)
-    images = [_draw(int(c), rnd) for c in labels]
+    images = [_draw(int(c) % len(CLASSES), rnd) for c in labels]
     for i, img in enumerate(images):
         store.write_png(store.image_path("shapes", i), img)
     buf = io.BytesIO()
@@ -183,8 +232,13 @@ def _write_dataset(store: Store, classes: list[str], seed: int) -> tuple[np.ndar
     codecs.write_bytes(store.dataset_dir("shapes") / "labels.npy", buf.getvalue())
     store.write_dataset(
         DatasetRecord(
-            name="shapes", source="builtin:doodles", fingerprint="f1f2f3f4f5f6f7f8", class_names=classes,
-            image_size=IMAGE_SIZE, n_train=PER_CLASS_TRAIN * len(classes), n_probe=len(labels),
+            name="shapes",
+            source="builtin:doodles",
+            fingerprint="f1f2f3f4f5f6f7f8",
+            class_names=classes,
+            image_size=IMAGE_SIZE,
+            n_train=PER_CLASS_TRAIN * len(classes),
+            n_probe=len(labels),
             counts=[(PER_CLASS_TRAIN, PER_CLASS_PROBE)] * len(classes),
             samples=[[c * PER_CLASS_PROBE + j for j in range(4)] for c in range(len(classes))],
         )
@@ -196,8 +250,18 @@ def _write_dataset(store: Store, classes: list[str], seed: int) -> tuple[np.ndar
 
 
 def _write_checkpoint(
-    store: Store, net: str, ckpt: str, accuracy: float, layers: list[LayerRecord], labels: np.ndarray,
-    images: list[np.ndarray], n_classes: int, k: int, shown: Mapping[str, int] | None, rng: np.random.Generator,
+    store: Store,
+    net: str,
+    ckpt: str,
+    accuracy: float,
+    layers: list[LayerRecord],
+    labels: np.ndarray,
+    images: list[np.ndarray],
+    n_classes: int,
+    k: int,
+    shown: Mapping[str, int] | None,
+    distinct_sprites: int | None,
+    rng: np.random.Generator,
 ) -> None:
     n_probe = len(labels)
     mined: dict[str, np.ndarray] = {}
@@ -220,35 +284,58 @@ def _write_checkpoint(
             own = np.flatnonzero(labels == dom)
             other = np.flatnonzero(labels != dom)
             n_own = k if lay.kind == "prob" else int(rng.integers(k // 3, k + 1))
-            pick = np.concatenate([rng.choice(own, min(n_own, len(own)), replace=False),
-                                   rng.choice(other, k - min(n_own, len(own)), replace=False)])
+            pick = np.concatenate(
+                [
+                    rng.choice(own, min(n_own, len(own)), replace=False),
+                    rng.choice(other, k - min(n_own, len(own)), replace=False),
+                ]
+            )
             rng.shuffle(pick[: k // 2])
             imgs[unit] = pick
             values[unit] = np.sort(rng.gamma(3.0, 2.0, k).astype(np.float32))[::-1] + (0.0 if side else 1.0)
             if lay.kind == "prob":
                 values[unit] = np.sort(rng.uniform(0.5, 1.0, k).astype(np.float32))[::-1]
             if side:
-                rows[unit] = rng.integers(0, side, k)
-                cols[unit] = rng.integers(0, side, k)
                 for j in range(k):
+                    # Units fire on strokes: centre the RF on an ink pixel of the image.
+                    ink = np.argwhere(images[int(pick[j])][..., 0] < 128)
+                    r, c = ink[rng.integers(len(ink))] if len(ink) else (IMAGE_SIZE // 2, IMAGE_SIZE // 2)
+                    rows[unit, j] = min(side - 1, max(0, round((r - lay.rf_offset) / lay.rf_stride)))
+                    cols[unit, j] = min(side - 1, max(0, round((c - lay.rf_offset) / lay.rf_stride)))
                     boxes[unit, j] = _box(lay, int(rows[unit, j]), int(cols[unit, j]))
             else:
                 boxes[unit] = (0, 0, IMAGE_SIZE, IMAGE_SIZE)
         top_labels = labels[imgs]
-        per_rank = np.stack([np.bincount(top_labels[:, r], minlength=n_classes) for r in range(k)]).astype(np.float32)
+        per_rank = np.stack([np.bincount(top_labels[:, r], minlength=n_classes) for r in range(k)]).astype(
+            np.float32
+        )
         weighted = ((k - np.arange(k))[:, None] * per_rank).sum(0).astype(np.float32)
         dominant = np.array([np.bincount(t, minlength=n_classes).argmax() for t in top_labels], np.int64)
         purity = (top_labels == dominant[:, None]).mean(1).astype(np.float32)
+        # Exemplars: per class, the first three distinct images of that class among the units' top-k.
         exemplars = np.full((n_classes, 3), -1, np.int64)
-        for c in range(n_classes):
-            hits = list(dict.fromkeys(int(i) for i in imgs.ravel() if labels[i] == c))[:3]
-            exemplars[c, : len(hits)] = hits
+        uniq, first = np.unique(imgs.ravel(), return_index=True)
+        filled = np.zeros(n_classes, np.int64)
+        for i in uniq[np.argsort(first)].tolist():
+            c = labels[i]
+            if filled[c] < 3:
+                exemplars[c, filled[c]] = i
+                filled[c] += 1
         overall += weighted
-        mined |= {f"{lay.name}/values": values, f"{lay.name}/images": imgs, f"{lay.name}/rows": rows,
-                  f"{lay.name}/cols": cols, f"{lay.name}/boxes": boxes}
-        classes |= {f"{lay.name}/per_rank": per_rank, f"{lay.name}/weighted": weighted,
-                    f"{lay.name}/purity": purity, f"{lay.name}/dominant": dominant,
-                    f"{lay.name}/exemplars": exemplars}
+        mined |= {
+            f"{lay.name}/values": values,
+            f"{lay.name}/images": imgs,
+            f"{lay.name}/rows": rows,
+            f"{lay.name}/cols": cols,
+            f"{lay.name}/boxes": boxes,
+        }
+        classes |= {
+            f"{lay.name}/per_rank": per_rank,
+            f"{lay.name}/weighted": weighted,
+            f"{lay.name}/purity": purity,
+            f"{lay.name}/dominant": dominant,
+            f"{lay.name}/exemplars": exemplars,
+        }
 
         n_shown = (shown or {}).get(lay.name, u - 4 if lay.name == "fc6" and u > 8 else u)
         shown_units[lay.name] = list(range(min(n_shown, u)))
@@ -257,8 +344,10 @@ def _write_checkpoint(
         sprites[lay.name] = SpriteLayout(cell=cells[lay.name], cols=cols_, rows=rows_, panels=panels)
         cache: dict[tuple[int, ...], bytes] = {}
         for unit in shown_units[lay.name]:
-            _write_sprite(store, net, ckpt, lay.name, unit, images, imgs[unit], boxes[unit],
-                          sprites[lay.name], cache)
+            src = unit % distinct_sprites if distinct_sprites else unit
+            _write_sprite(
+                store, net, ckpt, lay.name, unit, images, imgs[src], boxes[src], sprites[lay.name], cache
+            )
 
     n = n_probe
     top5 = np.zeros((n, 5), np.int64)
@@ -280,16 +369,31 @@ def _write_checkpoint(
     filters = _write_filters(store, net, ckpt, layers[0].units, rng)
     _write_actmaps(store, net, ckpt, layers, labels, top5, top5_prob, rng)
     prov = Provenance(
-        spec_hash="0123456789abcdef", section_hash="aa11", checkpoint_hash=f"{net}-{ckpt}-hash",
-        dataset_fingerprint="f1f2f3f4f5f6f7f8", sitegen_version="0.1.0", torch_version="2.15.0",
-        seed=0, device="cpu", created="2025-11-21T20:30:00+00:00",
+        spec_hash="0123456789abcdef",
+        section_hash="aa11",
+        checkpoint_hash=f"{net}-{ckpt}-hash",
+        dataset_fingerprint="f1f2f3f4f5f6f7f8",
+        sitegen_version="0.1.0",
+        torch_version="2.15.0",
+        seed=0,
+        device="cpu",
+        created="2025-11-21T20:30:00+00:00",
     )
     store.write_manifest(
         CheckpointManifest(
-            key=f"key-{net}-{ckpt}", network=net, checkpoint=ckpt, provenance=prov,
+            key=f"key-{net}-{ckpt}",
+            network=net,
+            checkpoint=ckpt,
+            provenance=prov,
             timings={"mine": 1.2, "patches": 0.4, "deconvnet": 2.1, "class_hist": 0.01},
-            accuracy=accuracy, top_k=k, layers=[lay.name for lay in layers], shown_units=shown_units,
-            sprites=sprites, filters=filters, activation_maps=True, reconstructions=["deconvnet"],
+            accuracy=accuracy,
+            top_k=k,
+            layers=[lay.name for lay in layers],
+            shown_units=shown_units,
+            sprites=sprites,
+            filters=filters,
+            activation_maps=True,
+            reconstructions=["deconvnet"],
         )
     )
 
@@ -304,14 +408,25 @@ def _box(lay: LayerRecord, row: int, col: int) -> tuple[int, int, int, int]:
 
 
 def _write_sprite(
-    store: Store, net: str, ckpt: str, layer: str, unit: int, images: list[np.ndarray], idx: np.ndarray,
-    boxes: np.ndarray, lay: SpriteLayout, cache: dict[tuple[int, ...], bytes],
+    store: Store,
+    net: str,
+    ckpt: str,
+    layer: str,
+    unit: int,
+    images: list[np.ndarray],
+    idx: np.ndarray,
+    boxes: np.ndarray,
+    lay: SpriteLayout,
+    cache: dict[tuple[int, ...], bytes],
 ) -> None:
-    """Patches panel (RF crops, upscaled) then one fake deconvnet panel, as the real sprite writer lays them out."""
+    """Patches panel (RF crops, upscaled), then a fake deconvnet panel: the sprite writer's layout."""
     key = (*idx.tolist(), *boxes.ravel().tolist(), len(lay.panels))
     path = store.sprite_path(net, ckpt, layer, unit)
-    if key in cache:  # the benchmark's thousands of units repeat themselves: encode once
-        codecs.write_bytes(path, cache[key])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Same bytes as the store's writer, without its per-file fsync (10 ms each here): a fixture of
+    # thousands of sprites needs no crash safety.
+    if key in cache:
+        path.write_bytes(cache[key])
         return
     c = lay.cell
     panel_w = lay.cols * c
@@ -319,19 +434,19 @@ def _write_sprite(
     for j, (i, (t, left, b, r)) in enumerate(zip(idx.tolist(), boxes.tolist(), strict=True)):
         if i < 0:
             continue
-        crop = Image.fromarray(images[i][t:b, left:r]).resize((c, c), Image.NEAREST)
+        crop = Image.fromarray(images[i][t:b, left:r]).resize((c, c), Image.Resampling.NEAREST)
         row, col = divmod(j, lay.cols)
-        sheet[row * c:(row + 1) * c, col * c:(col + 1) * c] = np.asarray(crop)
+        sheet[row * c : (row + 1) * c, col * c : (col + 1) * c] = np.asarray(crop)
         if len(lay.panels) > 1:
-            # Deconvnet reconstructions look like coloured edges on grey: imitate that cheaply.
-            edges = np.asarray(crop.convert("L").filter(ImageFilter.FIND_EDGES), np.float32) / 255
-            tint = np.array([0.9, 0.5 + 0.4 * ((unit * 37) % 7) / 7, 0.3])
-            rec = 128 + (edges[..., None] * tint * 127) - (edges[..., None] * (1 - tint) * 60)
+            # Deconvnet reconstructions look like coloured strokes on grey: imitate that cheaply.
+            ink = 1 - np.asarray(crop.convert("L").filter(ImageFilter.GaussianBlur(1)), np.float32) / 255
+            tint = np.array([0.35 + 0.6 * ((unit * 37) % 7) / 7, 0.55, 0.95 - 0.6 * ((unit * 37) % 7) / 7])
+            rec = 128 + ink[..., None] * (tint * 2 - 1) * 127
             x0 = panel_w + col * c
-            sheet[row * c:(row + 1) * c, x0:x0 + c] = np.clip(rec, 0, 255).astype(np.uint8)
+            sheet[row * c : (row + 1) * c, x0 : x0 + c] = np.clip(rec, 0, 255).astype(np.uint8)
     data = codecs.encode_png(sheet)
     cache[key] = data
-    codecs.write_bytes(path, data)
+    path.write_bytes(data)
 
 
 def _write_filters(store: Store, net: str, ckpt: str, count: int, rng: np.random.Generator) -> GridLayout:
@@ -344,7 +459,7 @@ def _write_filters(store: Store, net: str, ckpt: str, count: int, rng: np.random
         w = (w - w.min()) / (w.max() - w.min() + 1e-9)
         tile = np.kron((w * 255).astype(np.uint8), np.ones((3, 3, 1), np.uint8))
         r, c = divmod(f, cols)
-        grid[r * cell:r * cell + 15, c * cell:c * cell + 15] = tile
+        grid[r * cell : r * cell + 15, c * cell : c * cell + 15] = tile
     layout = GridLayout(cell=cell, cols=cols, rows=rows, count=count, layer="conv1")
     store.write_png(store.checkpoint_dir(net, ckpt) / "filters.png", grid)
     store.write_json(store.checkpoint_dir(net, ckpt) / "filters.json", {"format": 1, **layout.model_dump()})
@@ -360,8 +475,14 @@ def _heat(m: np.ndarray) -> np.ndarray:
 
 
 def _write_actmaps(
-    store: Store, net: str, ckpt: str, layers: list[LayerRecord], labels: np.ndarray, top5: np.ndarray,
-    top5_prob: np.ndarray, rng: np.random.Generator,
+    store: Store,
+    net: str,
+    ckpt: str,
+    layers: list[LayerRecord],
+    labels: np.ndarray,
+    top5: np.ndarray,
+    top5_prob: np.ndarray,
+    rng: np.random.Generator,
 ) -> None:
     """actmaps.json + one PNG per (image, layer, channel): the format docs/INTERNALS.md documents."""
     out = []
@@ -376,15 +497,23 @@ def _write_actmaps(
             entry = []
             for ch in chans:
                 yy, xx = np.mgrid[0:side, 0:side] / side
-                m = np.exp(-((yy - rng.random()) ** 2 + (xx - rng.random()) ** 2) * 8) + rng.random((side, side)) * 0.2
+                m = (
+                    np.exp(-((yy - rng.random()) ** 2 + (xx - rng.random()) ** 2) * 8)
+                    + rng.random((side, side)) * 0.2
+                )
                 png = f"actmaps/{idx}-{lay.name}-{ch}.png"
                 store.write_png(store.checkpoint_dir(net, ckpt) / png, _heat(m / m.max()))
                 entry.append({"channel": ch, "norm": round(float(np.linalg.norm(m)), 3), "png": png})
             entry.sort(key=lambda e: -e["norm"])
             entry_layers.append({"layer": lay.name, "channels": entry})
-        out.append({
-            "index": idx, "label": cls,
-            "top5": [[int(c), round(float(p), 4)] for c, p in zip(top5[idx], top5_prob[idx], strict=True)],
-            "layers": entry_layers,
-        })
+        out.append(
+            {
+                "index": idx,
+                "label": cls,
+                "top5": [
+                    [int(c), round(float(p), 4)] for c, p in zip(top5[idx], top5_prob[idx], strict=True)
+                ],
+                "layers": entry_layers,
+            }
+        )
     store.write_json(store.checkpoint_dir(net, ckpt) / "actmaps.json", {"format": 1, "images": out})

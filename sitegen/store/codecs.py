@@ -18,15 +18,21 @@ import numpy as np
 from PIL import Image
 
 
-def write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (parents created)."""
+def write_bytes(path: Path, data: bytes, *, durable: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically (parents created).
+
+    The rename alone makes the write atomic against a killed process. ``durable`` also fsyncs
+    before the rename (power loss); it costs ~10 ms a file here, so only records use it, not the
+    thousands of sprites (the manifest, written last and durable, vouches for them).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -35,7 +41,8 @@ def write_bytes(path: Path, data: bytes) -> None:
 
 def write_json(path: Path, obj: Any) -> None:
     """Atomic JSON (UTF-8, sorted keys off: the writer's order is kept for readability)."""
-    write_bytes(path, json.dumps(obj, indent=1, ensure_ascii=False, default=_json_default).encode("utf-8"))
+    data = json.dumps(obj, indent=1, ensure_ascii=False, default=_json_default).encode("utf-8")
+    write_bytes(path, data, durable=True)
 
 
 def _json_default(o: Any) -> Any:

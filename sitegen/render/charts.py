@@ -1,0 +1,448 @@
+"""Plotly figures as plain dicts (``{"data": [...], "layout": {...}}``), embedded with ``|tojson``.
+
+No plotly.py objects: the figures are small JSON documents drawn by the shared ``assets/plotly.min.js``
+(``app.js`` calls ``Plotly.newPlot``), which keeps rendering fast and the output byte-stable.
+
+Plotly draws a subset of HTML inside its text (``<b>``, ``<br>``, ``<a href>``…) and decodes entities,
+so every user string handed to it goes through :func:`plotly_text` first: a class named
+``<img src=x onerror=alert(1)>`` then shows up as those characters, never as markup.
+
+Colours: :func:`class_color` gives every class one colour everywhere (bars, heatmap ticks, the class
+chips in HTML), spreading hues by the golden angle so neighbouring class indices never look alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+Chart = dict[str, Any]
+
+FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
+INK = "#1d2330"
+GRID = "#e9ecf1"
+ACCENT = "#2f5bd3"
+MANY_CLASSES = 30  # beyond this, category tick labels get angled and smaller
+
+
+def class_color(index: int) -> str:
+    """The colour of class ``index`` (CSS / Plotly ``hsl()``), the same on every chart and chip.
+
+    Hues step by the golden angle (137.5°), so any two nearby indices differ strongly; saturation and
+    lightness are fixed so the colour keeps contrast with white text and with a white background.
+
+    Example:
+        >>> class_color(0), class_color(1)
+        ('hsl(0, 62%, 44%)', 'hsl(138, 62%, 44%)')
+    """
+    return f"hsl({(index * 137.508) % 360:.0f}, 62%, 44%)"
+
+
+def plotly_text(text: str) -> str:
+    """Escape a user string for Plotly text, ticks and hovers (Plotly renders some HTML tags)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _round(values: np.ndarray | Sequence[float], digits: int = 4) -> list[float]:
+    # Short JSON and byte-stable output: 4 significant-ish digits are plenty for a chart.
+    return [float(v) for v in np.round(np.asarray(values, dtype=np.float64), digits)]
+
+
+def _layout(height: int, **extra: Any) -> dict[str, Any]:
+    axis = {
+        "gridcolor": GRID,
+        "zerolinecolor": "#cfd5de",
+        "linecolor": "#cfd5de",
+        "automargin": True,
+        "title": {"font": {"size": 13}},
+    }
+    layout: dict[str, Any] = {
+        "height": height,
+        "margin": {"l": 56, "r": 16, "t": 16, "b": 48},
+        "font": {"family": FONT, "size": 13, "color": INK},
+        "paper_bgcolor": "rgba(0,0,0,0)",
+        "plot_bgcolor": "#ffffff",
+        "hoverlabel": {
+            "bgcolor": "#ffffff",
+            "bordercolor": "#b9c0cc",
+            "font": {"family": FONT, "color": INK},
+        },
+        "xaxis": dict(axis),
+        "yaxis": dict(axis),
+        "showlegend": False,
+        "bargap": 0.15,
+    }
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(layout.get(key), dict):
+            layout[key] = {**layout[key], **value}
+        else:
+            layout[key] = value
+    return layout
+
+
+_TOP_LEGEND = {"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom", "font": {"size": 12}}
+
+
+def network_color(index: int) -> str:
+    """The colour of the ``index``-th network of a comparison (distinct from neighbouring class hues)."""
+    return ("#2f5bd3", "#e07b39", "#1f9e89", "#b8409a", "#7a8b99", "#c9a227")[index % 6]
+
+
+def _category_axis(n: int) -> dict[str, Any]:
+    axis: dict[str, Any] = {"type": "category", "fixedrange": False}
+    if n > MANY_CLASSES:
+        axis |= {"tickangle": -60, "tickfont": {"size": 10}}
+    return axis
+
+
+def class_preference(
+    weighted: np.ndarray, counts: np.ndarray, class_names: Sequence[str], *, height: int = 340
+) -> Chart:
+    """The rank-weighted class histogram of a layer (or of all layers), sorted high to low.
+
+    Args:
+        weighted: ``[C]`` rank-weighted scores (weight ``k + 1 - r`` for rank ``r``).
+        counts: ``[C]`` how many top-k images of the layer's units belong to each class.
+        class_names: ``C`` names.
+        height: chart height in px.
+
+    Returns:
+        A bar chart; drag zooms along the classes (the y axis stays fixed), hover names class, score
+        and count, so 160+ classes stay readable.
+    """
+    order = np.argsort(-np.asarray(weighted), kind="stable")
+    names = [plotly_text(class_names[i]) for i in order]
+    total = float(np.sum(weighted)) or 1.0
+    return {
+        "data": [
+            {
+                "type": "bar",
+                "x": names,
+                "y": _round(np.asarray(weighted)[order], 2),
+                "customdata": [[int(counts[i]), round(100 * float(weighted[i]) / total, 1)] for i in order],
+                "marker": {"color": [class_color(int(i)) for i in order]},
+                "hovertemplate": "<b>%{x}</b><br>score %{y:,.0f} (%{customdata[1]}% of the layer)"
+                "<br>%{customdata[0]:,} top-k images<extra></extra>",
+            }
+        ],
+        "layout": _layout(
+            height,
+            xaxis=_category_axis(len(names)),
+            yaxis={"title": {"text": "rank-weighted count"}, "fixedrange": True},
+        ),
+    }
+
+
+def _rank_color(r: int, k: int) -> str:
+    # Rank 1 darkest: the eye reads the base of each stacked bar as the strongest evidence.
+    t = r / max(k - 1, 1)
+    return f"hsl({222 - 22 * t:.0f}, {72 - 17 * t:.0f}%, {28 + 52 * t:.0f}%)"
+
+
+def rank_histograms(per_rank: np.ndarray, class_names: Sequence[str], *, height: int = 360) -> Chart:
+    """The per-rank class histograms of a layer, stacked (rank 1 at the bottom), classes in the order
+    of the weighted histogram. Clicking a rank in the legend hides it; double-clicking isolates it.
+
+    Args:
+        per_rank: ``[k, C]`` units whose rank-``r`` image belongs to each class.
+        class_names: ``C`` names.
+        height: chart height in px.
+    """
+    k = per_rank.shape[0]
+    weights = (k - np.arange(k))[:, None]
+    order = np.argsort(-(weights * per_rank).sum(0), kind="stable")
+    names = [plotly_text(class_names[i]) for i in order]
+    data = [
+        {
+            "type": "bar",
+            "name": f"rank {r + 1}",
+            "x": names,
+            "y": _round(per_rank[r][order], 2),
+            "marker": {"color": _rank_color(r, k)},
+            "hovertemplate": f"<b>%{{x}}</b><br>rank {r + 1}: %{{y}} units<extra></extra>",
+        }
+        for r in range(k)
+    ]
+    return {
+        "data": data,
+        "layout": _layout(
+            height,
+            barmode="stack",
+            showlegend=True,
+            xaxis=_category_axis(len(names)),
+            yaxis={"title": {"text": "units"}, "fixedrange": True},
+            legend={"orientation": "v", "x": 1.01, "y": 1, "font": {"size": 12}, "title": {"text": "rank"}},
+            margin={"r": 90},
+        ),
+    }
+
+
+def training_curves(
+    epochs: Sequence[int],
+    train_acc: Sequence[float],
+    probe_acc: Sequence[float],
+    loss: Sequence[float],
+    marks: Sequence[tuple[int, str]],
+    *,
+    height: int = 260,
+) -> Chart:
+    """Accuracy (train and probe, %) and loss per epoch; ``marks`` label the epochs with atlas pages.
+
+    Args:
+        epochs: epoch numbers.
+        train_acc: train accuracy per epoch, fraction.
+        probe_acc: probe accuracy per epoch, fraction.
+        loss: training loss per epoch.
+        marks: ``(epoch, checkpoint name)`` of checkpoints with atlas pages.
+        height: chart height in px.
+    """
+    mark_epochs = {e for e, _ in marks}
+    data: list[dict[str, Any]] = [
+        {
+            "type": "scatter",
+            "mode": "lines+markers",
+            "name": "probe accuracy",
+            "x": list(epochs),
+            "y": _round(np.asarray(probe_acc) * 100, 2),
+            "line": {"color": ACCENT, "width": 3},
+            "hovertemplate": "epoch %{x}: probe %{y:.1f}%<extra></extra>",
+        },
+        {
+            "type": "scatter",
+            "mode": "lines+markers",
+            "name": "train accuracy",
+            "x": list(epochs),
+            "y": _round(np.asarray(train_acc) * 100, 2),
+            "line": {"color": "#8a95a8", "width": 2},
+            "hovertemplate": "epoch %{x}: train %{y:.1f}%<extra></extra>",
+        },
+        {
+            "type": "scatter",
+            "mode": "lines",
+            "name": "loss",
+            "x": list(epochs),
+            "y": _round(loss, 4),
+            "yaxis": "y2",
+            "line": {"color": "#d0782a", "width": 2, "dash": "dot"},
+            "hovertemplate": "epoch %{x}: loss %{y:.3f}<extra></extra>",
+        },
+    ]
+    if mark_epochs:
+        xs = [e for e in epochs if e in mark_epochs]
+        ys = [probe_acc[list(epochs).index(e)] * 100 for e in xs]
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": "atlas",
+                "x": xs,
+                "y": _round(ys, 2),
+                "marker": {
+                    "symbol": "diamond",
+                    "size": 13,
+                    "color": ACCENT,
+                    "line": {"color": "#ffffff", "width": 2},
+                },
+                "text": [plotly_text(n) for e, n in marks if e in mark_epochs],
+                "hovertemplate": "%{text}: %{y:.1f}%<extra></extra>",
+            }
+        )
+    return {
+        "data": data,
+        "layout": _layout(
+            height,
+            showlegend=True,
+            legend=_TOP_LEGEND,
+            xaxis={"title": {"text": "epoch"}, "dtick": 1},
+            yaxis={"title": {"text": "accuracy %"}, "rangemode": "tozero"},
+            yaxis2={
+                "title": {"text": "loss"},
+                "overlaying": "y",
+                "side": "right",
+                "showgrid": False,
+                "rangemode": "tozero",
+            },
+            margin={"r": 56, "t": 40},
+        ),
+    }
+
+
+def checkpoint_accuracy(names: Sequence[str], accuracy: Sequence[float], *, height: int = 220) -> Chart:
+    """Probe accuracy (%) per checkpoint, in checkpoint order (a line through the checkpoints)."""
+    return {
+        "data": [
+            {
+                "type": "scatter",
+                "mode": "lines+markers+text",
+                "x": [plotly_text(n) for n in names],
+                "y": _round(np.asarray(accuracy) * 100, 2),
+                "line": {"color": ACCENT, "width": 3},
+                "marker": {"size": 9},
+                "text": [f"{a * 100:.1f}%" for a in accuracy],
+                "textposition": "top center",
+                "cliponaxis": False,
+                "hovertemplate": "%{x}: %{y:.1f}%<extra></extra>",
+            }
+        ],
+        "layout": _layout(
+            height,
+            xaxis={"type": "category"},
+            yaxis={"title": {"text": "probe accuracy %"}, "range": [0, 105]},
+            margin={"t": 24},
+        ),
+    }
+
+
+def network_accuracy(networks: Sequence[str], accuracy: Sequence[float], *, height: int = 240) -> Chart:
+    """Probe accuracy (%) of several networks' atlas checkpoints, one bar each (compare page)."""
+    return {
+        "data": [
+            {
+                "type": "bar",
+                "x": [plotly_text(n) for n in networks],
+                "y": _round(np.asarray(accuracy) * 100, 2),
+                "marker": {"color": [network_color(i) for i in range(len(networks))]},
+                "text": [f"{a * 100:.1f}%" for a in accuracy],
+                "textposition": "outside",
+                "cliponaxis": False,
+                "hovertemplate": "%{x}: %{y:.1f}%<extra></extra>",
+            }
+        ],
+        "layout": _layout(
+            height,
+            xaxis={"type": "category"},
+            yaxis={"title": {"text": "probe accuracy %"}, "range": [0, 105]},
+            margin={"t": 24},
+        ),
+    }
+
+
+def training_comparison(
+    series: Sequence[tuple[str, Sequence[int], Sequence[float]]], *, height: int = 260
+) -> Chart:
+    """Probe accuracy per epoch of several networks (compare page); ``series`` = (network, epochs, acc)."""
+    data = [
+        {
+            "type": "scatter",
+            "mode": "lines+markers",
+            "name": plotly_text(name),
+            "x": list(epochs),
+            "y": _round(np.asarray(acc) * 100, 2),
+            "line": {"color": network_color(i), "width": 3},
+            "hovertemplate": f"{plotly_text(name)}, epoch %{{x}}: %{{y:.1f}}%<extra></extra>",
+        }
+        for i, (name, epochs, acc) in enumerate(series)
+    ]
+    return {
+        "data": data,
+        "layout": _layout(
+            height,
+            showlegend=True,
+            legend=_TOP_LEGEND,
+            xaxis={"title": {"text": "epoch"}, "dtick": 1},
+            yaxis={"title": {"text": "probe accuracy %"}, "range": [0, 105]},
+            margin={"t": 40},
+        ),
+    }
+
+
+def confusion_heatmap(confusion: np.ndarray, class_names: Sequence[str], *, height: int = 520) -> Chart:
+    """The confusion matrix (rows = true class, columns = predicted), coloured by row share.
+
+    Row-normalizing keeps small classes visible; the hover gives the raw count.
+    """
+    conf = np.asarray(confusion, dtype=np.int64)
+    rows = conf.sum(1, keepdims=True)
+    share = np.divide(conf, rows, out=np.zeros(conf.shape, dtype=np.float64), where=rows > 0)
+    names = [plotly_text(n) for n in class_names]
+    many = len(names) > MANY_CLASSES
+    tick = {"type": "category", "tickfont": {"size": 10 if many else 12}}
+    return {
+        "data": [
+            {
+                "type": "heatmap",
+                "z": [_round(r, 3) for r in share],
+                "x": names,
+                "y": names,
+                "customdata": conf.tolist(),
+                "zmin": 0,
+                "zmax": 1,
+                "colorscale": [[0, "#ffffff"], [0.15, "#dce6fb"], [0.5, "#6d8fe3"], [1, "#17307a"]],
+                "colorbar": {"title": {"text": "share"}, "tickformat": ".0%", "thickness": 12},
+                "xgap": 0 if many else 1,
+                "ygap": 0 if many else 1,
+                "hovertemplate": "true <b>%{y}</b><br>predicted <b>%{x}</b><br>%{customdata} images "
+                "(%{z:.0%} of the class)<extra></extra>",
+            }
+        ],
+        "layout": _layout(
+            height,
+            xaxis={**tick, "title": {"text": "predicted"}, "tickangle": -60 if many else -30},
+            yaxis={**tick, "title": {"text": "true class"}, "autorange": "reversed"},
+            plot_bgcolor="#ffffff",
+        ),
+    }
+
+
+def per_class_accuracy(confusion: np.ndarray, class_names: Sequence[str], *, height: int = 300) -> Chart:
+    """Top-1 accuracy per class (diagonal / row sum), sorted high to low, bars in class colours."""
+    conf = np.asarray(confusion, dtype=np.int64)
+    n = conf.sum(1)
+    acc = np.divide(np.diag(conf), n, out=np.zeros(len(n), dtype=np.float64), where=n > 0)
+    order = np.argsort(-acc, kind="stable")
+    names = [plotly_text(class_names[i]) for i in order]
+    return {
+        "data": [
+            {
+                "type": "bar",
+                "x": names,
+                "y": _round(acc[order] * 100, 2),
+                "customdata": [[int(conf[i, i]), int(n[i])] for i in order],
+                "marker": {"color": [class_color(int(i)) for i in order]},
+                "hovertemplate": "<b>%{x}</b><br>%{y:.1f}% correct (%{customdata[0]} of %{customdata[1]})"
+                "<extra></extra>",
+            }
+        ],
+        "layout": _layout(
+            height,
+            xaxis=_category_axis(len(names)),
+            yaxis={"title": {"text": "accuracy %"}, "range": [0, 105], "fixedrange": True},
+        ),
+    }
+
+
+def preference_comparison(
+    networks: Sequence[str], weighted: Sequence[np.ndarray], class_names: Sequence[str], *, height: int = 360
+) -> Chart:
+    """Overall class preference of several networks as grouped bars (share of each network's total, %).
+
+    Classes are sorted by the mean share, so classes every network prefers come first.
+    """
+    shares = np.stack([np.asarray(w, dtype=np.float64) / (float(np.sum(w)) or 1.0) for w in weighted]) * 100
+    order = np.argsort(-shares.mean(0), kind="stable")
+    names = [plotly_text(class_names[i]) for i in order]
+    data = [
+        {
+            "type": "bar",
+            "name": plotly_text(net),
+            "x": names,
+            "y": _round(shares[j][order], 3),
+            "marker": {"color": network_color(j)},
+            "hovertemplate": f"{plotly_text(net)}<br><b>%{{x}}</b>: %{{y:.1f}}% of its score<extra></extra>",
+        }
+        for j, net in enumerate(networks)
+    ]
+    return {
+        "data": data,
+        "layout": _layout(
+            height,
+            barmode="group",
+            showlegend=True,
+            legend=_TOP_LEGEND,
+            xaxis=_category_axis(len(names)),
+            yaxis={"title": {"text": "share of score %"}, "fixedrange": True},
+            margin={"t": 40},
+        ),
+    }

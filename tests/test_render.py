@@ -1,0 +1,451 @@
+"""Render: store → site. Layout, links, escaping, errors, pagination, determinism — no browser, no torch."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from html.parser import HTMLParser
+from pathlib import Path
+
+import jinja2
+import numpy as np
+import pytest
+from fixture_store import XSS_CLASS, make_fixture_store
+
+from sitegen.errors import RenderError, StoreError
+from sitegen.render import SiteReport, check_site, render_site
+from sitegen.render.charts import class_color, plotly_text
+from sitegen.render.env import make_env, render_template
+from sitegen.render.views import UNITS_PER_PAGE, plan_site
+from sitegen.store import Store, codecs
+
+XSS_ESCAPED = "&lt;img src=x onerror=alert(1)&gt;"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_fixture_store(tmp_path_factory.mktemp("fixture") / "store", xss=True)
+
+
+@pytest.fixture(scope="module")
+def rendered(store: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SiteReport]:
+    site = tmp_path_factory.mktemp("out") / "site"
+    return site, render_site(store, site)
+
+
+@pytest.fixture(scope="module")
+def site(rendered: tuple[Path, SiteReport]) -> Path:
+    return rendered[0]
+
+
+def copy_store(store: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "store"
+    shutil.copytree(store, dst)
+    return dst
+
+
+def html_files(site: Path) -> list[Path]:
+    return sorted(site.rglob("*.html"))
+
+
+class _Tags(HTMLParser):
+    """Collects start tags with their attributes, and the text of <script type=application/json>."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str]]] = []
+        self.json: dict[str, str] = {}
+        self._json_id: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        self.tags.append((tag, a))
+        if tag == "script" and a.get("type") == "application/json":
+            self._json_id = a["id"]
+
+    def handle_data(self, data: str) -> None:
+        if self._json_id:
+            self.json[self._json_id] = self.json.get(self._json_id, "") + data
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script":
+            self._json_id = None
+
+
+def _group(pattern: str, text: str) -> str:
+    m = re.search(pattern, text)
+    assert m, f"{pattern!r} not found"
+    return m.group(1)
+
+
+def tags(path: Path) -> _Tags:
+    p = _Tags()
+    p.feed(path.read_text(encoding="utf-8"))
+    return p
+
+
+# --- layout ---------------------------------------------------------------------------------------
+
+
+def test_site_layout_and_report(rendered: tuple[Path, SiteReport]) -> None:
+    site, report = rendered
+    for rel in [
+        ".nojekyll",
+        "index.html",
+        "assets/style.css",
+        "assets/app.js",
+        "assets/plotly.min.js",
+        "compare/shapes.html",
+        "tiny-alex/index.html",
+        "tiny-alex/@epoch-1/index.html",
+        "tiny-alex/conv1/index.html",
+        "tiny-alex/conv1/unit-0000.html",
+        "tiny-alex/conv1/unit-0000.png",
+        "tiny-alex/@epoch-1/conv2/unit-0011.html",
+        "tiny-alex/filters.png",
+        "tiny-vgg/prob/unit-0005.html",
+        "tiny-vgg/fc6/unit-0011.html",
+    ]:
+        assert (site / rel).is_file(), rel
+    # fc6 shows 12 of its 16 units: no pages for the others; the last checkpoint has no @ folder.
+    assert not (site / "tiny-vgg/fc6/unit-0012.html").exists()
+    assert not (site / "tiny-alex/@epoch-2").exists()
+    assert list(site.parent.iterdir()) == [site], "no temp folders left beside the site"
+    files = [p for p in site.rglob("*") if p.is_file()]
+    assert report.pages == len(html_files(site))
+    assert report.files == len(files)
+    assert report.bytes == sum(p.stat().st_size for p in files)
+    assert report.seconds > 0
+
+
+def test_every_link_and_image_resolves(site: Path) -> None:
+    problems = check_site(site)
+    assert not problems, "\n".join(map(str, problems))
+
+
+def test_only_referenced_store_files_are_copied(site: Path) -> None:
+    referenced: set[Path] = set()
+    for page in html_files(site):
+        for _tag, a in tags(page).tags:
+            for key in ("src", "href"):
+                if a.get(key, "").endswith(".png"):
+                    referenced.add((page.parent / a[key]).resolve())
+            for url in re.findall(r"url\('([^']+)'\)", a.get("style", "")):
+                referenced.add((page.parent / url).resolve())
+    pngs = {p.resolve() for p in site.rglob("*.png")}
+    assert pngs == referenced
+
+
+def test_one_shared_plotly_and_page_relative_urls(site: Path) -> None:
+    copies = list(site.rglob("plotly*.js"))
+    assert [p.relative_to(site).as_posix() for p in copies] == ["assets/plotly.min.js"]
+    for page in html_files(site):
+        text = page.read_text(encoding="utf-8")
+        assert '<link rel="icon" href="data:,">' in text
+        assert "cdn." not in text and "://" not in text.replace("http://www.w3.org", ""), page
+        assert not re.search(r'(href|src)="/', text), page
+        depth = len(page.relative_to(site).parts) - 1
+        assert f'src="{"../" * depth}assets/app.js"' in text
+        has_figure = "data-figure=" in text
+        assert (f'src="{"../" * depth}assets/plotly.min.js"' in text) == has_figure, page
+
+
+def test_every_img_has_size_and_is_lazy(site: Path) -> None:
+    for page in html_files(site):
+        for tag, a in tags(page).tags:
+            if tag == "img":
+                assert a.get("width", "").isdigit() and a.get("height", "").isdigit(), (page, a)
+                assert a.get("loading") == "lazy", (page, a)
+                assert a.get("alt"), (page, a)
+
+
+# --- escaping -------------------------------------------------------------------------------------
+
+
+def test_user_strings_are_escaped_everywhere(site: Path) -> None:
+    for page in html_files(site):
+        text = page.read_text(encoding="utf-8")
+        assert "<img src=x" not in text, page
+        assert "<script>alert" not in text, page
+    index = (site / "index.html").read_text(encoding="utf-8")
+    assert XSS_ESCAPED in index
+    assert "Fixture atlas &lt;script&gt;alert(&#39;title&#39;)&lt;/script&gt; &amp; co" in index
+
+
+def test_plotly_text_is_escaped_data(site: Path) -> None:
+    """Plotly renders some HTML in text: the class name must reach it as entities, not as a tag."""
+    parsed = tags(site / "tiny-alex/index.html")
+    fig = json.loads(parsed.json["fig-overall-data"])
+    labels = fig["data"][0]["x"]
+    assert plotly_text(XSS_CLASS) in labels
+    assert not any("<" in x for x in labels)
+    assert plotly_text("a<b>&c") == "a&lt;b&gt;&amp;c"
+
+
+def test_class_colours_match_between_chips_and_charts(site: Path) -> None:
+    parsed = tags(site / "tiny-alex/conv1/index.html")
+    fig = json.loads(parsed.json["fig-preference-data"])
+    bar = fig["data"][0]
+    chips = {
+        a["title"]: _group(r"--c:([^;]+)", a["style"])
+        for t, a in parsed.tags
+        if t == "span" and "chip" in a.get("class", "").split()
+    }
+    bars = {
+        name.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&"): colour
+        for name, colour in zip(bar["x"], bar["marker"]["color"], strict=True)
+    }
+    assert set(chips) == set(bars)  # every class appears as a chip (tiles, top/bottom lists) and a bar
+    assert chips == bars
+    assert class_color(0) != class_color(1)
+    assert len({class_color(i) for i in range(160)}) > 150
+
+
+# --- content --------------------------------------------------------------------------------------
+
+
+def test_network_page_sections(site: Path) -> None:
+    text = (site / "tiny-alex/index.html").read_text(encoding="utf-8")
+    figures = set(re.findall(r'data-figure="([^"]+)-data"', text))
+    assert figures == {"fig-overall", "fig-confusion", "fig-per-class", "fig-training"}
+    for layer in ("conv1", "conv2", "fc6", "prob"):
+        assert f'href="{layer}/index.html"' in text
+    assert text.count('class="summary-row') == 5  # 4 layers + Overall
+    assert "filters.png" in text and "actmaps/" in text
+    assert 'href="@epoch-1/index.html"' in text  # checkpoint tabs
+    vgg = (site / "tiny-vgg/index.html").read_text(encoding="utf-8")
+    assert "fig-training" not in vgg  # no training history: no chart, no empty card
+
+
+def test_unit_page_navigation_and_rf_box(site: Path, store: Path) -> None:
+    first = (site / "tiny-alex/conv2/unit-0000.html").read_text(encoding="utf-8")
+    assert 'rel="next"' in first and 'href="unit-0001.html"' in first and 'rel="prev"' not in first
+    last = (site / "tiny-alex/fc6/unit-0011.html").read_text(encoding="utf-8")
+    assert 'rel="prev"' in last and 'rel="next"' not in last
+    # The rank-1 RF box is the stored box scaled to percent of the input size.
+    boxes = Store(store).read_arrays("tiny-alex", "epoch-2", "mined")["conv2/boxes"]
+    t, left, b, r = boxes[0, 0].tolist()
+    style = _group(r'class="rf" style="([^"]+)"', first)
+    assert (
+        style == f"top:{100 * t / 48:.2f}%;left:{100 * left / 48:.2f}%;height:{100 * (b - t) / 48:.2f}%;"
+        f"width:{100 * (r - left) / 48:.2f}%"
+    )
+    # Sprite cells: patches then deconvnet, positioned in percent of the 6 x 3 grid.
+    assert "background-size:600% 300%;background-position:0% 0%" in first
+    assert "background-size:600% 300%;background-position:60% 0%" in first
+
+
+def test_diff_seam_is_empty_until_the_diff_stage(store: Path, site: Path) -> None:
+    plan = plan_site(Store(store))
+    index = next(p for p in plan.pages if p.path == "index.html")
+    assert index.context["diffs"] == ()
+    assert "diff/" not in (site / "index.html").read_text(encoding="utf-8")
+
+
+def test_progress_reports_every_page(store: Path, tmp_path: Path) -> None:
+    calls: list[tuple[int, int]] = []
+    report = render_site(store, tmp_path / "site", progress=lambda i, n: calls.append((i, n)))
+    assert calls == [(i, report.pages) for i in range(1, report.pages + 1)]
+
+
+def test_render_is_deterministic(store: Path, site: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    render_site(store, again)
+    for page in html_files(site):
+        assert page.read_bytes() == (again / page.relative_to(site)).read_bytes(), page
+
+
+def test_pagination_keeps_layer_pages_small(tmp_path: Path) -> None:
+    n = UNITS_PER_PAGE + 44
+    store = make_fixture_store(
+        tmp_path / "store", n_units={"fc6": n}, shown={"fc6": n}, distinct_sprites=7, networks=("tiny-vgg",)
+    )
+    site = tmp_path / "site"
+    render_site(store, site)
+    folder = site / "tiny-vgg/fc6"
+    pages = [folder / "index.html", folder / "page-2.html"]
+    assert not (folder / "page-3.html").exists()
+    seen: list[int] = []
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        assert len(text.encode()) < 2_000_000
+        seen += [int(u) for u in re.findall(r'<li class="tile" data-unit="(\d+)"', text)]
+        pager = _group(r'<nav class="pager"[^>]*>(.*?)</nav>', text)
+        assert re.findall(r'href="([^"]+)"', pager) == ["index.html", "page-2.html"]
+    assert seen == list(range(n))
+    assert len(re.findall(r'class="tile"', pages[0].read_text(encoding="utf-8"))) == UNITS_PER_PAGE
+    # A unit's "all of fc6" link goes to the page that holds its tile.
+    assert 'href="page-2.html">all of fc6' in (folder / f"unit-{n - 1:04d}.html").read_text(encoding="utf-8")
+    assert 'href="index.html">all of fc6' in (folder / "unit-0000.html").read_text(encoding="utf-8")
+    assert not (site / "compare").exists()  # one network: nothing to compare
+    assert not check_site(site)
+
+
+def test_optional_artifacts_may_be_absent(store: Path, tmp_path: Path) -> None:
+    """No sprites for a layer, no filters, no activation maps, a network without atlas pages: all render."""
+    st = Store(copy_store(store, tmp_path))
+    m = st.read_manifest("tiny-alex", "epoch-2")
+    st.write_manifest(
+        m.model_copy(
+            update={
+                "sprites": {k: v for k, v in m.sprites.items() if k != "prob"},
+                "filters": None,
+                "activation_maps": False,
+            }
+        )
+    )
+    vgg = st.read_network("tiny-vgg")
+    st.write_network(
+        vgg.model_copy(
+            update={"checkpoints": [c.model_copy(update={"atlas": False}) for c in vgg.checkpoints]}
+        )
+    )
+    site = tmp_path / "site"
+    render_site(st.root, site)
+    assert not check_site(site)
+    net = (site / "tiny-alex/index.html").read_text(encoding="utf-8")
+    assert 'id="filters"' not in net and 'id="actmaps"' not in net
+    prob = (site / "tiny-alex/prob/index.html").read_text(encoding="utf-8")
+    assert "tile-thumbs" in prob and "unit-0000.png" not in prob  # probe images stand in for the sprite
+    assert "background-image" not in (site / "tiny-alex/prob/unit-0000.html").read_text(encoding="utf-8")
+    assert not (site / "tiny-vgg").exists() and not (site / "compare").exists()
+    index = (site / "index.html").read_text(encoding="utf-8")
+    assert "No checkpoint of this network has atlas pages." in index
+
+
+# --- errors and safety ------------------------------------------------------------------------------
+
+
+def test_render_never_imports_torch(store: Path, tmp_path: Path) -> None:
+    code = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from sitegen.render import render_site
+        render_site(Path({str(store)!r}), Path({str(tmp_path / "site")!r}))
+        bad = sorted(m for m in sys.modules if m == "torch" or m.startswith(("torch.", "torchvision")))
+        assert not bad, bad
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def _expect_one_line(exc: pytest.ExceptionInfo[BaseException], *needles: str) -> None:
+    msg = str(exc.value)
+    assert "\n" not in msg and "Traceback" not in msg, msg
+    for n in needles:
+        assert n in msg, msg
+
+
+def test_missing_sprite_is_one_line_and_keeps_the_old_site(store: Path, tmp_path: Path) -> None:
+    broken = copy_store(store, tmp_path)
+    site = tmp_path / "out" / "site"
+    render_site(broken, site)
+    before = (site / "index.html").read_bytes()
+    (broken / "networks/tiny-vgg/final/units/conv2/unit-0005.png").unlink()
+    with pytest.raises(RenderError) as exc:
+        render_site(broken, site)
+    _expect_one_line(exc, "unit-0005.png", "rerun `sitegen build`")
+    assert (site / "index.html").read_bytes() == before
+    assert sorted(p.name for p in site.parent.iterdir()) == ["site"], "temp folder cleaned up"
+
+
+def test_missing_record_or_array_is_one_line(store: Path, tmp_path: Path) -> None:
+    broken = copy_store(store, tmp_path)
+    (broken / "networks/tiny-alex/epoch-1/classes.npz").unlink()
+    with pytest.raises(StoreError) as exc:
+        render_site(broken, tmp_path / "site")
+    _expect_one_line(exc, "classes.npz", "missing")
+
+    broken2 = copy_store(store, tmp_path / "b")
+    path = broken2 / "networks/tiny-vgg/final/classes.npz"
+    arrays = codecs.read_npz(path)
+    del arrays["conv2/purity"]
+    codecs.write_npz(path, arrays)
+    with pytest.raises(RenderError) as exc2:
+        render_site(broken2, tmp_path / "site2")
+    _expect_one_line(exc2, "conv2/purity", "classes.npz")
+
+    with pytest.raises(StoreError) as exc3:
+        render_site(tmp_path / "nowhere", tmp_path / "site3")
+    _expect_one_line(exc3, "build.json")
+
+
+def test_inconsistent_store_is_a_clear_error(store: Path, tmp_path: Path) -> None:
+    broken = copy_store(store, tmp_path)
+    actmaps = broken / "networks/tiny-vgg/final/actmaps.json"
+    codecs.write_json(actmaps, {"format": 99, "images": []})
+    with pytest.raises(RenderError) as exc:
+        render_site(broken, tmp_path / "site")
+    _expect_one_line(exc, "actmaps format 99")
+
+    codecs.write_json(actmaps, {"format": 1, "images": [{"index": 0}]})
+    with pytest.raises(RenderError) as exc2:
+        render_site(broken, tmp_path / "site")
+    _expect_one_line(exc2, "actmaps.json: malformed")
+
+    broken2 = copy_store(store, tmp_path / "b")
+    codecs.write_png(
+        broken2 / "networks/tiny-vgg/final/units/conv1/unit-0000.png", np.zeros((5, 5), np.uint8)
+    )
+    with pytest.raises(RenderError) as exc3:
+        render_site(broken2, tmp_path / "site")
+    _expect_one_line(exc3, "sprite is 5x5 px", "needs 96x48")
+
+
+def test_strict_undefined_names_the_template(tmp_path: Path) -> None:
+    env = make_env()
+    with pytest.raises(jinja2.UndefinedError):
+        env.from_string("{{ missing }}").render()
+    with pytest.raises(RenderError) as exc:
+        render_template(env, "unit.html", {"root": "", "here": ""})
+    _expect_one_line(exc, "unit.html", "is undefined")
+
+
+def test_refuses_to_replace_a_folder_that_is_not_a_site(store: Path, tmp_path: Path) -> None:
+    target = tmp_path / "docs"
+    target.mkdir()
+    (target / "thesis.tex").write_text("precious")
+    with pytest.raises(RenderError) as exc:
+        render_site(store, target)
+    _expect_one_line(exc, "not a sitegen site")
+    assert (target / "thesis.tex").read_text() == "precious"
+
+
+def test_rerender_replaces_the_previous_site(store: Path, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    render_site(store, site)
+    (site / "stale.html").write_text("old")
+    render_site(store, site)
+    assert not (site / "stale.html").exists()
+    assert (site / "index.html").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+
+
+# --- the link checker itself ----------------------------------------------------------------------
+
+
+def test_link_checker_reports_each_kind_of_problem(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "sub/index.html").write_text('<p id="here">x</p>')
+    (tmp_path / "index.html").write_text(
+        '<a href="sub/index.html#here">ok</a><a href="#top">bad fragment</a>'
+        '<a href="missing.html">missing</a><img src="/a.png" width="1" height="1">'
+        '<img src="a.png"><a href="sub/">folder</a><a href="../outside.html">out</a>'
+        '<div style="background-image:url(\'nope.png\')"></div><a href="https://example.org/">external</a>'
+    )
+    got = {(p.url, p.reason.split(" ")[0]) for p in check_site(tmp_path)}
+    assert got == {
+        ("#top", "no"),
+        ("missing.html", "missing"),
+        ("/a.png", "root-absolute"),
+        ("a.png", "<img>"),
+        ("sub/", "links"),
+        ("../outside.html", "leaves"),
+        ("nope.png", "missing"),
+    }
