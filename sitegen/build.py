@@ -27,7 +27,14 @@ from sitegen.analyses.activation_maps import activation_maps
 from sitegen.analyses.filters import filter_grid
 from sitegen.analyses.patches import extract_patches, sprite
 from sitegen.analyses.reconstruct import reconstruct_topk
-from sitegen.data import DataBundle, build_data, class_counts, probe_image, probe_labels, resolve_normalization
+from sitegen.data import (
+    DataBundle,
+    build_data,
+    class_counts,
+    probe_image,
+    probe_labels,
+    resolve_normalization,
+)
 from sitegen.errors import DeviceError, SpecError
 from sitegen.mine import Mined, mine
 from sitegen.models import (
@@ -158,10 +165,15 @@ def resolve_device(spec: Spec) -> torch.device:
         index = int(want.split(":")[1]) if ":" in want else 0
         if index >= n:
             found = f"{n} CUDA device(s)" if n else "no CUDA device (torch.cuda.is_available() is False)"
-            raise DeviceError(spec.problem(("device",), f"{want!r} requested but this machine has {found}; "
-                                                      "use device: auto or cpu"))
+            raise DeviceError(
+                spec.problem(
+                    ("device",), f"{want!r} requested but this machine has {found}; use device: auto or cpu"
+                )
+            )
     if want == "mps" and not has_mps:
-        raise DeviceError(spec.problem(("device",), "'mps' requested but not available; use device: auto or cpu"))
+        raise DeviceError(
+            spec.problem(("device",), "'mps' requested but not available; use device: auto or cpu")
+        )
     return torch.device(want)
 
 
@@ -211,7 +223,9 @@ def _class_count_hint(ds, default: int) -> int:
 def _write_dataset(store: Store, bundle: DataBundle, spec: Spec) -> None:
     labels = probe_labels(bundle)
     counts = class_counts(bundle)
-    samples = [np.flatnonzero(labels == c)[:SAMPLES_PER_CLASS].tolist() for c in range(len(bundle.class_names))]
+    samples = [
+        np.flatnonzero(labels == c)[:SAMPLES_PER_CLASS].tolist() for c in range(len(bundle.class_names))
+    ]
     ds = spec.datasets[bundle.name]
     store.write_dataset(
         DatasetRecord(
@@ -248,7 +262,12 @@ def _write_images(store: Store, bundle: DataBundle, indices: set[int]) -> None:
 
 
 def _build_network(
-    spec: Spec, store: Store, net_name: str, net: NetworkSpec, bundle: DataBundle, device: torch.device,
+    spec: Spec,
+    store: Store,
+    net_name: str,
+    net: NetworkSpec,
+    bundle: DataBundle,
+    device: torch.device,
     report: Progress,
 ) -> tuple[int, int]:
     num_classes = len(bundle.class_names)
@@ -259,21 +278,37 @@ def _build_network(
     if net.train:
         torch.manual_seed(spec.seed)
         module = build_model(net.arch, num_classes)
-        key = train_key(net.train, arch=net.arch, fingerprint=bundle.fingerprint, mean=mean, std=std, seed=spec.seed)
+        key = train_key(
+            net.train, arch=net.arch, fingerprint=bundle.fingerprint, mean=mean, std=std, seed=spec.seed
+        )
         result = train(
-            module, bundle.train, bundle.probe, net.train, key=key, mean=mean, std=std,
-            out_dir=spec.output / "checkpoints" / net_name, seed=spec.seed, device=device,
+            module,
+            bundle.train,
+            bundle.probe,
+            net.train,
+            key=key,
+            mean=mean,
+            std=std,
+            out_dir=spec.output / "checkpoints" / net_name,
+            seed=spec.seed,
+            device=device,
             progress=lambda _, d, n: report(f"train {net_name}", d, n),
         )
         log.info("%s: training %s", net_name, "cached" if result.cached else "done")
         history = result.history
-        checkpoints = [_Checkpoint(n, str(p), e.epoch) for (n, p), e in zip(result.checkpoints, history, strict=True)]
+        checkpoints = [
+            _Checkpoint(n, str(p), e.epoch) for (n, p), e in zip(result.checkpoints, history, strict=True)
+        ]
     elif net.checkpoints:
         checkpoints = [_Checkpoint(n, str(p)) for n, p in net.checkpoints.items()]
     elif net.weights:
-        checkpoints = [_Checkpoint(Path(net.weights).stem if Path(net.weights).suffix else net.weights, net.weights)]
+        checkpoints = [
+            _Checkpoint(Path(net.weights).stem if Path(net.weights).suffix else net.weights, net.weights)
+        ]
     else:
-        log.warning("%s: no weights, checkpoints or train block: mapping a randomly initialised network", net_name)
+        log.warning(
+            "%s: no weights, checkpoints or train block: mapping a randomly initialised network", net_name
+        )
         checkpoints = [_Checkpoint("init", None)]
 
     names = [c.name for c in checkpoints]
@@ -290,7 +325,12 @@ def _build_network(
         key = _entry_key(spec, net_name, ck, bundle.fingerprint, mean, std)
         torch.manual_seed(spec.seed)  # "init" checkpoints: the same random weights every build
         loaded = load_model(
-            net, num_classes=num_classes, input_size=bundle.image_size, checkpoint=ck.source, mean=mean, std=std,
+            net,
+            num_classes=num_classes,
+            input_size=bundle.image_size,
+            checkpoint=ck.source,
+            mean=mean,
+            std=std,
             normalization=norm_kind,
         )
         layers, params = loaded.layers, loaded.params
@@ -299,8 +339,13 @@ def _build_network(
             accuracy[ck.name] = store.read_manifest(net_name, ck.name).accuracy
             cached += 1
             continue
-        log.info("%s@%s: mining %d layers on %d probe images", net_name, ck.name, len(loaded.layers),
-                 len(bundle.probe))
+        log.info(
+            "%s@%s: mining %d layers on %d probe images",
+            net_name,
+            ck.name,
+            len(loaded.layers),
+            len(bundle.probe),
+        )
         manifest = _analyze(spec, store, net_name, net, ck, loaded, bundle, device, key, report)
         accuracy[ck.name] = manifest.accuracy
         computed += 1
@@ -316,7 +361,9 @@ def _build_network(
             normalization=Normalization(kind=norm_kind, mean=mean, std=std),
             layers=[LayerRecord(**info.to_dict()) for info in layers],
             checkpoints=[
-                CheckpointRef(name=c.name, accuracy=accuracy.get(c.name), atlas=c.name in atlas, epoch=c.epoch)
+                CheckpointRef(
+                    name=c.name, accuracy=accuracy.get(c.name), atlas=c.name in atlas, epoch=c.epoch
+                )
                 for c in checkpoints
             ],
             training=[EpochRecord(**_asdict(e)) for e in history],
@@ -332,8 +379,14 @@ def _atlas_names(spec: Spec, net_name: str, net: NetworkSpec, names: list[str]) 
         return names
     unknown = [n for n in net.atlas if n not in names]
     if unknown:
-        raise SpecError([spec.problem(("networks", net_name, "atlas"), f"unknown checkpoints {unknown}; "
-                                                                       f"this network has {names}")])
+        raise SpecError(
+            [
+                spec.problem(
+                    ("networks", net_name, "atlas"),
+                    f"unknown checkpoints {unknown}; this network has {names}",
+                )
+            ]
+        )
     return list(net.atlas)
 
 
@@ -345,7 +398,9 @@ def _diff_names(spec: Spec, net_name: str, names: list[str]) -> set[str]:
             if ref_net != net_name:
                 continue
             if ck not in names:
-                problems.append(spec.problem(("diffs", i, side), f"{net_name} has no checkpoint {ck!r}; it has {names}"))
+                problems.append(
+                    spec.problem(("diffs", i, side), f"{net_name} has no checkpoint {ck!r}; it has {names}")
+                )
             wanted.add(ck)
     if problems:
         raise SpecError(problems)
@@ -378,8 +433,16 @@ def _entry_key(spec: Spec, net_name: str, ck: _Checkpoint, fingerprint: str, mea
 
 
 def _analyze(
-    spec: Spec, store: Store, net_name: str, net: NetworkSpec, ck: _Checkpoint, loaded: LoadedModel,
-    bundle: DataBundle, device: torch.device, key: str, report: Progress,
+    spec: Spec,
+    store: Store,
+    net_name: str,
+    net: NetworkSpec,
+    ck: _Checkpoint,
+    loaded: LoadedModel,
+    bundle: DataBundle,
+    device: torch.device,
+    key: str,
+    report: Progress,
 ) -> CheckpointManifest:
     a = spec.analyses
     timings: dict[str, float] = {}
@@ -388,8 +451,14 @@ def _analyze(
 
     t = time.perf_counter()
     mined = mine(
-        loaded, bundle.probe, k=a.top_k, batch_size=a.batch_size, device=str(device), num_workers=a.num_workers,
-        autocast=a.autocast, progress=lambda d, n: report(f"mine {label}", d, n),
+        loaded,
+        bundle.probe,
+        k=a.top_k,
+        batch_size=a.batch_size,
+        device=str(device),
+        num_workers=a.num_workers,
+        autocast=a.autocast,
+        progress=lambda d, n: report(f"mine {label}", d, n),
     )
     timings["mine"] = time.perf_counter() - t
     labels = mined.labels
@@ -429,8 +498,15 @@ def _analyze(
         for method in methods:
             panels.append(
                 reconstruct_topk(
-                    loaded, image_cache.tensor, info, topk, units, method=method,
-                    batch_size=a.reconstructions.batch_size, device=device, image_size=bundle.image_size,
+                    loaded,
+                    image_cache.tensor,
+                    info,
+                    topk,
+                    units,
+                    method=method,
+                    batch_size=a.reconstructions.batch_size,
+                    device=device,
+                    image_size=bundle.image_size,
                 )
             )
         t_recon += time.perf_counter() - t
@@ -470,13 +546,16 @@ def _analyze(
         grid = filter_grid(loaded.module)
         if grid is not None:
             store.write_png(ck_dir / "filters.png", grid.image)
-            filters_layout = GridLayout(cell=grid.cell, cols=grid.cols, rows=grid.rows, count=grid.count,
-                                        layer=grid.layer)
+            filters_layout = GridLayout(
+                cell=grid.cell, cols=grid.cols, rows=grid.rows, count=grid.count, layer=grid.layer
+            )
     has_actmaps = False
     if a.activation_maps.enabled and a.activation_maps.images:
         t = time.perf_counter()
         picks = _actmap_images(labels, a.activation_maps.images)
-        maps = activation_maps(loaded, image_cache.tensor, picks, channels=a.activation_maps.channels, device=device)
+        maps = activation_maps(
+            loaded, image_cache.tensor, picks, channels=a.activation_maps.channels, device=device
+        )
         _write_actmaps(store, ck_dir, maps)
         images_needed.update(picks)
         has_actmaps = True
@@ -511,8 +590,7 @@ def _analyze(
         reconstructions=methods,
     )
     store.write_manifest(manifest)  # last: marks the entry complete
-    log.info("%s: accuracy %.3f, %s", label, accuracy,
-             ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+    log.info("%s: accuracy %.3f, %s", label, accuracy, ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
     return manifest
 
 
@@ -563,7 +641,12 @@ def _write_actmaps(store: Store, ck_dir: Path, maps) -> None:
                 chans.append({"channel": ch.channel, "norm": ch.norm, "png": name})
             layers.append({"layer": lay.layer, "channels": chans})
         doc["images"].append(
-            {"index": item.index, "label": item.label, "top5": [[c, p] for c, p in item.top5], "layers": layers}
+            {
+                "index": item.index,
+                "label": item.label,
+                "top5": [[c, p] for c, p in item.top5],
+                "layers": layers,
+            }
         )
     store.write_json(ck_dir / "actmaps.json", doc)
 
@@ -578,7 +661,13 @@ def _write_redirect(output: Path) -> None:
 
 
 def _asdict(e) -> dict:
-    return {"epoch": e.epoch, "loss": e.loss, "train_acc": e.train_acc, "probe_acc": e.probe_acc, "seconds": e.seconds}
+    return {
+        "epoch": e.epoch,
+        "loss": e.loss,
+        "train_acc": e.train_acc,
+        "probe_acc": e.probe_acc,
+        "seconds": e.seconds,
+    }
 
 
 def _now() -> str:

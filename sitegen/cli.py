@@ -154,7 +154,9 @@ def render(
     store: Annotated[
         Path | None, typer.Option(help="Store folder to render (default: the spec's output/store).")
     ] = None,
-    out: Annotated[Path | None, typer.Option(help="Site folder to write (default: the spec's output/site).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Site folder to write (default: the spec's output/site).")
+    ] = None,
     debug: DebugOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -181,9 +183,13 @@ def render(
 
 @app.command()
 def layers(
-    target: Annotated[str, typer.Argument(help="A network of the spec, or an arch such as torchvision:alexnet.")],
+    target: Annotated[
+        str, typer.Argument(help="A network of the spec, or an arch such as torchvision:alexnet.")
+    ],
     spec: Annotated[Path, typer.Option(help="Spec to look TARGET up in.")] = Path("experiments.yaml"),
-    input_size: Annotated[int | None, typer.Option(help="Input side in px (default: dataset's or 224).")] = None,
+    input_size: Annotated[
+        int | None, typer.Option(help="Input side in px (default: dataset's or 224).")
+    ] = None,
     num_classes: Annotated[int, typer.Option(help="Classes, for an arch TARGET.")] = 1000,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False,
     debug: DebugOpt = False,
@@ -203,9 +209,103 @@ def layers(
         t = Table("name", "module", "kind", "shape", "units", "rf_size", "rf_stride", title=target)
         for r in rows:
             shape = "×".join(str(s) for s in r["shape"])
-            t.add_row(r["name"], r["module"] or "(output)", r["kind"], shape, str(r["units"]),
-                      str(r["rf_size"]), str(r["rf_stride"]))
+            t.add_row(
+                r["name"],
+                r["module"] or "(output)",
+                r["kind"],
+                shape,
+                str(r["units"]),
+                str(r["rf_size"]),
+                str(r["rf_stride"]),
+            )
         Console().print(t)
+
+
+@app.command()
+def publish(
+    site: Annotated[Path, typer.Argument(help="Site folder to publish.")] = Path("output/site"),
+    remote: Annotated[str, typer.Option(help="Git remote to push to.")] = "origin",
+    branch: Annotated[str, typer.Option(help="Branch to publish to.")] = "gh-pages",
+    cname: Annotated[str | None, typer.Option(help="Custom domain, written as CNAME.")] = None,
+    message: Annotated[
+        str | None,
+        typer.Option("--message", "-m", help="Commit subject (version and spec hash are appended)."),
+    ] = None,
+    no_push: Annotated[bool, typer.Option("--no-push", help="Commit the branch locally only.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite a deploy made by a newer sitegen.")
+    ] = False,
+    debug: DebugOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Publish a finished site to a gh-pages branch (ghp-import; .nojekyll; version + spec stamp)."""
+    _setup_logging(quiet, debug)
+    with _user_errors(debug):
+        from sitegen.publish import publish as run_publish
+
+        r = run_publish(
+            site,
+            repo_dir=Path.cwd(),
+            remote=remote,
+            branch=branch,
+            cname=cname,
+            message=message,
+            push=not no_push,
+            force=force,
+        )
+        if not quiet:
+            where = f"{r.remote}/{r.branch}" if r.pushed else f"{r.branch} (not pushed)"
+            err.print(f"[green]published[/] {r.files} files to {where} at {r.commit[:7]}", highlight=False)
+
+
+@app.command()
+def serve(
+    site: Annotated[Path, typer.Argument(help="Site folder to serve.")] = Path("output/site"),
+    port: Annotated[int, typer.Option(help="TCP port (0: any free port).")] = 8000,
+    base: Annotated[str, typer.Option(help="URL sub-path, e.g. /REPO/ as on GitHub project pages.")] = "/",
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Re-render when templates change; rebuild on spec change.")
+    ] = False,
+    spec: Annotated[Path, typer.Option(help="Spec to rebuild from with --watch.")] = Path("experiments.yaml"),
+    debug: DebugOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Preview the site on 127.0.0.1 as GitHub Pages serves it (under --base)."""
+    _setup_logging(quiet, debug)
+    with _user_errors(debug):
+        from sitegen.render.env import templates_dir
+        from sitegen.serve import serve as run_serve
+
+        rebuild = None
+        watched: tuple[Path, ...] = ()
+        if watch:
+            rebuild = _rebuilder(spec, site)
+            watched = (spec, templates_dir())
+        run_serve(site, port=port, base=base, watch=rebuild, watched=watched)
+
+
+def _rebuilder(spec_path: Path, site: Path):  # noqa: ANN202 - a closure handed to serve
+    """Spec changed → build (computes only what the store lacks); templates changed → render only."""
+
+    def rebuild(changed: frozenset[Path]) -> None:
+        from sitegen.render import render_site
+        from sitegen.spec import load_spec
+
+        try:
+            spec = load_spec(spec_path)
+            if spec_path.resolve() in {p.resolve() for p in changed}:
+                from sitegen.build import build as run_build
+                from sitegen.models import check_arch
+
+                run_build(load_spec(spec_path, arch_check=check_arch))
+            else:
+                render_site(spec.output / "store", site)
+            log.info("re-rendered after %d change(s)", len(changed))
+        except SitegenError as e:
+            for line in str(e).splitlines():
+                err.print(f"[bold red]error:[/] {line}", highlight=False)
+
+    return rebuild
 
 
 @app.command()
@@ -214,4 +314,3 @@ def schema() -> None:
     from sitegen.spec import json_schema
 
     typer.echo(json.dumps(json_schema(), indent=1))
-

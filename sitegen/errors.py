@@ -27,7 +27,7 @@ class DataError(SitegenError):
 
 
 class ModelError(SitegenError):
-    """Raised by ``sitegen.models`` for unknown architectures, missing or mismatched checkpoints, bad layers."""
+    """Raised by ``sitegen.models``: unknown architectures, missing or mismatched checkpoints, bad layers."""
 
 
 class StoreError(SitegenError):
@@ -44,6 +44,10 @@ class DiffError(SitegenError):
 
 class PublishError(SitegenError):
     """Raised by ``sitegen.publish`` when a precondition fails (no build, not a git repo, no remote)."""
+
+
+class ServeError(SitegenError):
+    """Raised by ``sitegen.serve`` for a missing site, a bad ``--base`` or a port in use."""
 
 
 class DeviceError(SitegenError):

@@ -26,7 +26,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from sitegen.errors import PublishError, SitegenError
+from sitegen.errors import ServeError, SitegenError
 
 __all__ = ["serve", "make_server", "watch_paths", "normalize_base"]
 
@@ -45,7 +45,7 @@ def normalize_base(base: str) -> str:
     """``"REPO"``, ``"/REPO"`` or ``"/REPO/"`` → ``"/REPO/"``; ``""`` or ``"/"`` → ``"/"``.
 
     Raises:
-        PublishError: a segment with characters a GitHub project path cannot have.
+        ServeError: a segment with characters a GitHub project path cannot have.
 
     Example:
         >>> normalize_base("atlas/v2")
@@ -54,7 +54,7 @@ def normalize_base(base: str) -> str:
     segments = [s for s in base.strip().split("/") if s]
     for s in segments:
         if not _SEGMENT.fullmatch(s) or s in (".", ".."):
-            raise PublishError(f"--base {base!r}: {s!r} is not a URL path segment; use e.g. --base /REPO/")
+            raise ServeError(f"--base {base!r}: {s!r} is not a URL path segment; use e.g. --base /REPO/")
     return "/" + "".join(s + "/" for s in segments)
 
 
@@ -126,7 +126,7 @@ def make_server(
         ``server.shutdown()`` and ``server.server_close()``; ``url`` is the site's root URL.
 
     Raises:
-        PublishError: the site folder is missing or has no index.html, a bad ``base``, or the port
+        ServeError: the site folder is missing or has no index.html, a bad ``base``, or the port
             cannot be bound.
 
     Example:
@@ -135,9 +135,9 @@ def make_server(
     """
     site_dir = Path(site_dir).resolve()
     if not site_dir.is_dir():
-        raise PublishError(f"{site_dir}: no site folder here; run `sitegen build` (or `render`) first")
+        raise ServeError(f"{site_dir}: no site folder here; run `sitegen build` (or `render`) first")
     if not (site_dir / "index.html").is_file():
-        raise PublishError(f"{site_dir}: incomplete site (no index.html); rerun `sitegen render` first")
+        raise ServeError(f"{site_dir}: incomplete site (no index.html); rerun `sitegen render` first")
     base = normalize_base(base)
 
     server_cls: type[ThreadingHTTPServer] = ThreadingHTTPServer
@@ -151,7 +151,7 @@ def make_server(
             msg = f"port {port} on {host} is in use; pass --port with a free one (0 picks any)"
         else:
             msg = f"cannot listen on {host}:{port}: {e.strerror or e}; try another --host/--port"
-        raise PublishError(msg) from None
+        raise ServeError(msg) from None
 
     shown = {"": "localhost", "0.0.0.0": "localhost", "::": "localhost"}.get(host, host)
     if ":" in shown:
@@ -183,7 +183,7 @@ def serve(
         interval: seconds between polls.
 
     Raises:
-        PublishError: as :func:`make_server`.
+        ServeError: as :func:`make_server`.
         ValueError: ``watch`` given without ``watched`` paths.
     """
     if watch is not None and not watched:

@@ -53,7 +53,8 @@ def _normalization(v: Any) -> Any:
     if v in ("auto", "imagenet", "dataset", "none") or (isinstance(v, dict) and set(v) <= {"mean", "std"}):
         return v
     raise ValueError(
-        f"expected one of ['auto', 'imagenet', 'dataset', 'none'] or {{mean: [r, g, b], std: [r, g, b]}}; got {v!r}"
+        "expected one of ['auto', 'imagenet', 'dataset', 'none'] or {mean: [r, g, b], std: [r, g, b]}; "
+        f"got {v!r}"
     )
 
 
@@ -108,12 +109,15 @@ class DatasetSpec(_Model):
     """One dataset: the built-in doodles, an ImageFolder tree, or separate train/probe trees."""
 
     builtin: Literal["doodles"] | None = Field(
-        None, description="A dataset sitegen draws itself: 'doodles' (procedural line sketches, deterministic)."
+        None,
+        description="A dataset sitegen draws itself: 'doodles' (procedural line sketches, deterministic).",
     )
     path: Path | None = Field(
         None, description="ImageFolder root: one sub-folder per class; split into train/probe by seed."
     )
-    train_path: Path | None = Field(None, description="ImageFolder root of the training split (with probe_path).")
+    train_path: Path | None = Field(
+        None, description="ImageFolder root of the training split (with probe_path)."
+    )
     probe_path: Path | None = Field(
         None, description="ImageFolder root of the probe split: the images the atlas mines and shows."
     )
@@ -125,10 +129,15 @@ class DatasetSpec(_Model):
         48, gt=0, description="builtin only: how many images to draw per class (before the split)."
     )
     probe_fraction: float = Field(
-        0.25, gt=0, lt=1, description="Share of each class held out as the probe split (builtin and path: datasets)."
+        0.25,
+        gt=0,
+        lt=1,
+        description="Share of each class held out as the probe split (builtin and path: datasets).",
     )
     image_size: int = Field(
-        64, gt=0, description="Images are resized (shorter side) and centre-cropped to this square size in px."
+        64,
+        gt=0,
+        description="Images are resized (shorter side) and centre-cropped to this square size in px.",
     )
 
     @model_validator(mode="after")
@@ -153,7 +162,9 @@ class TrainSpec(_Model):
     epochs: int = Field(4, gt=0, description="Number of epochs; one checkpoint is saved after each.")
     batch_size: int = Field(32, gt=0, description="Training batch size.")
     lr: float = Field(0.01, gt=0, description="Learning rate.")
-    optimizer: Literal["sgd", "adam", "adamw"] = Field("sgd", description="Optimizer: sgd (momentum), adam, adamw.")
+    optimizer: Literal["sgd", "adam", "adamw"] = Field(
+        "sgd", description="Optimizer: sgd (momentum), adam, adamw."
+    )
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
     weight_decay: float = Field(5e-4, ge=0, description="Weight decay.")
     augment: bool = Field(True, description="Random horizontal flips and small shifts while training.")
@@ -168,10 +179,12 @@ class NetworkSpec(_Model):
     )
     dataset: str = Field(description="Key of the dataset (under datasets:) to probe and train on.")
     weights: str | None = Field(
-        None, description="A torchvision weights name (e.g. IMAGENET1K_V1) or a path to a local checkpoint file."
+        None,
+        description="A torchvision weights name (e.g. IMAGENET1K_V1) or a path to a local checkpoint file.",
     )
     checkpoints: Annotated[dict[str, Path], BeforeValidator(_checkpoints)] = Field(
-        default_factory=dict, description="Named local checkpoints, in order (e.g. {early: a.pt, late: b.pt})."
+        default_factory=dict,
+        description="Named local checkpoints, in order (e.g. {early: a.pt, late: b.pt}).",
     )
     normalization: Normalization = Field(
         "auto",
@@ -185,13 +198,15 @@ class NetworkSpec(_Model):
     )
     units: Annotated[Literal["all"] | int | list[int], BeforeValidator(_units)] = Field(
         "all",
-        description="Units shown per layer: 'all', a count (sampled deterministically), or a list of indices. "
+        description="Units shown per layer: 'all', a count (sampled deterministically), or a list. "
         "Mining always covers every unit.",
     )
     atlas: Literal["last", "all"] | list[str] = Field(
         "last", description="Checkpoints that get full atlas pages: 'last', 'all', or a list of names."
     )
-    train: TrainSpec | None = Field(None, description="Train this network on its dataset (demo; CPU-friendly).")
+    train: TrainSpec | None = Field(
+        None, description="Train this network on its dataset (demo; CPU-friendly)."
+    )
 
     @model_validator(mode="after")
     def _units_positive(self) -> NetworkSpec:
@@ -231,9 +246,13 @@ class AnalysesSpec(_Model):
 
     top_k: int = Field(9, gt=0, le=64, description="Images kept per unit (the literature uses 9).")
     batch_size: int = Field(64, gt=0, description="Probe images per forward batch while mining.")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0: load in the main process).")
+    num_workers: int = Field(
+        0, ge=0, description="DataLoader worker processes (0: load in the main process)."
+    )
     autocast: bool = Field(False, description="Mine under torch.autocast on CUDA (faster, bf16/fp16 values).")
-    reconstructions: ReconstructionSpec = Field(default_factory=ReconstructionSpec, description="Reconstructions.")
+    reconstructions: ReconstructionSpec = Field(
+        default_factory=ReconstructionSpec, description="Reconstructions."
+    )
     filters: FiltersSpec = Field(default_factory=FiltersSpec, description="Filter-weight grids.")
     activation_maps: ActivationMapsSpec = Field(
         default_factory=ActivationMapsSpec, description="Activation maps of a few probe images."
@@ -260,9 +279,13 @@ class Spec(_Model):
     """A sitegen experiment: datasets, networks, analyses, diffs and publishing."""
 
     title: str = Field("sitegen atlas", description="Title shown on every page.")
-    output: Path = Field(Path("output"), description="Output folder (store/ and site/), relative to the spec file.")
+    output: Path = Field(
+        Path("output"), description="Output folder (store/ and site/), relative to the spec file."
+    )
     device: str = Field(
-        "auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="'auto' (cuda, then mps, then cpu), or a device."
+        "auto",
+        pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
+        description="'auto' (cuda, then mps, then cpu), or a device.",
     )
     seed: int = Field(0, description="Seed for splits, doodles, unit sampling and training.")
     datasets: dict[str, DatasetSpec] = Field(min_length=1, description="Datasets by name.")
@@ -323,7 +346,9 @@ def _dotted(loc: tuple) -> str:
     return ".".join(str(p) for p in loc) or "(top level)"
 
 
-def _node_lines(node: yaml.Node, loc: tuple, lines: dict[tuple, int], problems: list[tuple[tuple, str]]) -> None:
+def _node_lines(
+    node: yaml.Node, loc: tuple, lines: dict[tuple, int], problems: list[tuple[tuple, str]]
+) -> None:
     lines[loc] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
@@ -366,8 +391,10 @@ def _message(err: dict) -> str:
         return "required key is missing"
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
-    if err["type"] in ("literal_error", "enum") or "pattern" in err["type"] or err["type"].startswith(
-        ("greater_than", "less_than", "too_short", "too_long")
+    if (
+        err["type"] in ("literal_error", "enum")
+        or "pattern" in err["type"]
+        or err["type"].startswith(("greater_than", "less_than", "too_short", "too_long"))
     ):
         msg = f"{msg}, got {err.get('input')!r}"
     return msg
@@ -469,7 +496,10 @@ def _cross_checks(data: dict, source: SpecSource, arch_check: ArchCheck | None) 
                 add(("networks", name, "arch"), message)
         ds_name = net.get("dataset")
         if isinstance(ds_name, str) and ds_name not in datasets:
-            add(("networks", name, "dataset"), f"unknown dataset {ds_name!r}{_did_you_mean(ds_name, datasets)}")
+            add(
+                ("networks", name, "dataset"),
+                f"unknown dataset {ds_name!r}{_did_you_mean(ds_name, datasets)}",
+            )
         weights = net.get("weights")
         if isinstance(weights, str) and _looks_like_path(weights) and not Path(weights).is_file():
             add(("networks", name, "weights"), f"checkpoint file not found: {weights}")
@@ -496,7 +526,9 @@ def _cross_checks(data: dict, source: SpecSource, arch_check: ArchCheck | None) 
 
 
 def _looks_like_path(weights: str) -> bool:
-    return "/" in weights or "\\" in weights or Path(weights).suffix in (".pt", ".pth", ".bin", ".ckpt", ".tar")
+    return (
+        "/" in weights or "\\" in weights or Path(weights).suffix in (".pt", ".pth", ".bin", ".ckpt", ".tar")
+    )
 
 
 def _did_you_mean(word: str, options: Iterable[str]) -> str:
@@ -529,7 +561,9 @@ def _resolve_paths(data: dict, base: Path) -> None:
             net["checkpoints"] = {Path(str(p)).stem: fix(p) for p in cks}
 
 
-def parse_spec(text: str, path: Path = Path("experiments.yaml"), *, arch_check: ArchCheck | None = None) -> Spec:
+def parse_spec(
+    text: str, path: Path = Path("experiments.yaml"), *, arch_check: ArchCheck | None = None
+) -> Spec:
     """Validate spec text; relative paths are taken relative to ``path``'s folder.
 
     Raises:
@@ -599,7 +633,9 @@ def load_spec(path: str | Path, *, arch_check: ArchCheck | None = None) -> Spec:
     """
     path = Path(path)
     if not path.is_file():
-        raise SpecError([f"{path}: spec file not found (create one, or run in a folder holding experiments.yaml)"])
+        raise SpecError(
+            [f"{path}: spec file not found (create one, or run in a folder holding experiments.yaml)"]
+        )
     return parse_spec(path.read_text(encoding="utf-8"), path, arch_check=arch_check)
 
 

@@ -121,7 +121,9 @@ def train(
             log.info("resuming training from epoch %d", done)
     cached = done >= tspec.epochs
 
-    loader = DataLoader(train_set, batch_size=tspec.batch_size, shuffle=True, generator=generator, drop_last=False)
+    loader = DataLoader(
+        train_set, batch_size=tspec.batch_size, shuffle=True, generator=generator, drop_last=False
+    )
     m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     s = torch.tensor(std, device=device).view(1, 3, 1, 1)
     steps_total = tspec.epochs * len(loader)
@@ -144,8 +146,12 @@ def train(
             seen += len(y)
             if progress:
                 progress("train", (epoch - 1) * len(loader) + i + 1, steps_total)
-        probe_acc = evaluate(module, probe_set, mean=mean, std=std, device=device, batch_size=tspec.batch_size * 2)
-        rec = Epoch(epoch, total_loss / max(seen, 1), correct / max(seen, 1), probe_acc, time.perf_counter() - t0)
+        probe_acc = evaluate(
+            module, probe_set, mean=mean, std=std, device=device, batch_size=tspec.batch_size * 2
+        )
+        rec = Epoch(
+            epoch, total_loss / max(seen, 1), correct / max(seen, 1), probe_acc, time.perf_counter() - t0
+        )
         history.append(rec)
         # checkpoint first, then the state file: a crash in between re-runs only this epoch
         ckpt = {
@@ -222,4 +228,10 @@ def _save_atomic(obj: dict, path: Path) -> None:
 
 
 def _epoch_dict(e: Epoch) -> dict:
-    return {"epoch": e.epoch, "loss": e.loss, "train_acc": e.train_acc, "probe_acc": e.probe_acc, "seconds": e.seconds}
+    return {
+        "epoch": e.epoch,
+        "loss": e.loss,
+        "train_acc": e.train_acc,
+        "probe_acc": e.probe_acc,
+        "seconds": e.seconds,
+    }

@@ -59,12 +59,17 @@ def test_missing_spec_is_one_line_exit_2(tmp_path: Path) -> None:
 
 
 def test_bad_spec_lists_every_problem(tmp_path: Path) -> None:
-    path = write(tmp_path, TINY.replace("zoo:alexnet_small", "alexnett").replace("image_size: 32", "image_size: 0"))
+    path = write(
+        tmp_path, TINY.replace("zoo:alexnet_small", "alexnett").replace("image_size: 32", "image_size: 0")
+    )
     result = runner.invoke(app, ["build", str(path)])
     assert result.exit_code == 2
     out = result.output
     assert "experiments.yaml:7: datasets.d.image_size: Input should be greater than 0, got 0" in out
-    assert "experiments.yaml:10: networks.net.arch: unknown architecture 'alexnett' (did you mean 'alexnet'?)" in out
+    assert (
+        "experiments.yaml:10: networks.net.arch: unknown architecture 'alexnett' (did you mean 'alexnet'?)"
+        in out
+    )
     assert "Traceback" not in out
 
 
@@ -78,12 +83,16 @@ def test_cuda_requested_without_cuda(tmp_path: Path) -> None:
     path = write(tmp_path, TINY + "device: cuda\n")
     result = runner.invoke(app, ["build", str(path)])
     assert result.exit_code == 2
-    assert "experiments.yaml:13: device: 'cuda' requested but this machine has no CUDA device" in result.output
+    assert (
+        "experiments.yaml:13: device: 'cuda' requested but this machine has no CUDA device" in result.output
+    )
     assert not (tmp_path / "output").exists()
 
 
 def test_missing_checkpoint(tmp_path: Path) -> None:
-    path = write(tmp_path, TINY.replace("    train: {epochs: 1, batch_size: 8}\n", "    weights: ckpt/best.pt\n"))
+    path = write(
+        tmp_path, TINY.replace("    train: {epochs: 1, batch_size: 8}\n", "    weights: ckpt/best.pt\n")
+    )
     result = runner.invoke(app, ["build", str(path)])
     assert result.exit_code == 2
     assert "networks.net.weights: checkpoint file not found" in result.output
@@ -104,8 +113,10 @@ def test_dataset_folder_without_images(tmp_path: Path) -> None:
     (tmp_path / "data" / "dogs").mkdir()
     path = write(
         tmp_path,
-        TINY.replace("    builtin: doodles\n    classes: [circle, square, star]\n    images_per_class: 8\n",
-                     "    path: data\n"),
+        TINY.replace(
+            "    builtin: doodles\n    classes: [circle, square, star]\n    images_per_class: 8\n",
+            "    path: data\n",
+        ),
     )
     result = runner.invoke(app, ["build", str(path)])
     assert result.exit_code == 2
@@ -114,7 +125,9 @@ def test_dataset_folder_without_images(tmp_path: Path) -> None:
 
 
 def test_layers_json_for_an_arch() -> None:
-    result = runner.invoke(app, ["layers", "zoo:alexnet_small", "--input-size", "64", "--json", "--num-classes", "5"])
+    result = runner.invoke(
+        app, ["layers", "zoo:alexnet_small", "--input-size", "64", "--json", "--num-classes", "5"]
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
     assert [r["name"] for r in rows][:5] == ["conv1", "conv2", "conv3", "conv4", "conv5"]

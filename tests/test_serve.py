@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sitegen.errors import PublishError, SpecError
+from sitegen.errors import ServeError, SpecError
 from sitegen.serve import make_server, normalize_base, serve, watch_paths
 
 INDEX = b"<!doctype html><title>atlas</title>\n"
@@ -118,22 +118,22 @@ def test_normalize_base(base: str, expected: str) -> None:
 
 @pytest.mark.parametrize("base", ["/my repo/", "/../", "/a?b/"])
 def test_bad_base_is_a_one_line_error(base: str) -> None:
-    with pytest.raises(PublishError, match=r"--base .*not a URL path segment; use e\.g\. --base /REPO/"):
+    with pytest.raises(ServeError, match=r"--base .*not a URL path segment; use e\.g\. --base /REPO/"):
         normalize_base(base)
 
 
 def test_missing_or_incomplete_site_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(PublishError, match=r"no site folder here; run `sitegen build`"):
+    with pytest.raises(ServeError, match=r"no site folder here; run `sitegen build`"):
         serve(tmp_path / "nope", port=0)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(PublishError, match=r"incomplete site \(no index\.html\)"):
+    with pytest.raises(ServeError, match=r"incomplete site \(no index\.html\)"):
         make_server(tmp_path / "empty")
 
 
 def test_port_in_use_is_a_publish_error(site: Path) -> None:
     srv, _ = make_server(site, 0)
     try:
-        with pytest.raises(PublishError, match=r"port \d+ on 127\.0\.0\.1 is in use; pass --port"):
+        with pytest.raises(ServeError, match=r"port \d+ on 127\.0\.0\.1 is in use; pass --port"):
             make_server(site, srv.server_address[1])
     finally:
         srv.server_close()

@@ -110,7 +110,8 @@ def test_missing_checkpoint_and_dataset_path(tmp_path: Path) -> None:
     """
     got = problems(text, tmp_path)
     assert got == [
-        f"experiments.yaml:3: datasets.real.path: folder not found: {(tmp_path / 'no/such/folder').resolve()}",
+        "experiments.yaml:3: datasets.real.path: folder not found: "
+        f"{(tmp_path / 'no/such/folder').resolve()}",
         f"experiments.yaml:8: networks.net.checkpoints.best: checkpoint file not found: "
         f"{(tmp_path / 'missing.pt').resolve()}",
     ]
@@ -163,14 +164,17 @@ def test_dataset_needs_exactly_one_source(tmp_path: Path) -> None:
 
 
 def test_unknown_doodle_class(tmp_path: Path) -> None:
-    (p,) = problems(GOOD.replace("image_size: 32", "image_size: 32\n    classes: [circle, squiggle]"), tmp_path)
+    (p,) = problems(
+        GOOD.replace("image_size: 32", "image_size: 32\n    classes: [circle, squiggle]"), tmp_path
+    )
     assert "unknown doodles classes ['squiggle']" in p
 
 
 def test_union_values(tmp_path: Path) -> None:
     text = GOOD.replace("image_size: 32", "image_size: 32\n    classes: {top: 3}").replace(
         "    train: {epochs: 2}",
-        "    train: {epochs: 2}\n    units: 4\n    normalization: {mean: [0.5, 0.5, 0.5], std: [0.2, 0.2, 0.2]}",
+        "    train: {epochs: 2}\n    units: 4\n"
+        "    normalization: {mean: [0.5, 0.5, 0.5], std: [0.2, 0.2, 0.2]}",
     )
     spec = parse_spec(text, tmp_path / "x.yaml")
     assert spec.datasets["doodles"].classes == TopClasses(top=3)
@@ -184,7 +188,10 @@ def test_top_zero_points_inside_the_mapping(tmp_path: Path) -> None:
 
 
 def test_bad_names_and_diff_refs(tmp_path: Path) -> None:
-    text = GOOD.replace("  alexnet:\n", "  'alex net':\n") + "diffs:\n  - {a: 'alex net@epoch-1', b: vgg@epoch-2}\n"
+    text = (
+        GOOD.replace("  alexnet:\n", "  'alex net':\n")
+        + "diffs:\n  - {a: 'alex net@epoch-1', b: vgg@epoch-2}\n"
+    )
     got = problems(text, tmp_path)
     assert any("networks.alex net: name 'alex net' must use letters" in p for p in got)
     assert any(p.endswith("diffs.0.b: unknown network 'vgg'; known: alex net") for p in got)

@@ -15,18 +15,34 @@ from sitegen.store.manifest import FORMAT, CheckpointManifest, Provenance
 
 def manifest(key: str = "k1") -> CheckpointManifest:
     prov = Provenance(
-        spec_hash="s", section_hash="n", checkpoint_hash="c", dataset_fingerprint="f", sitegen_version="0",
-        torch_version="t", seed=0, device="cpu", created="now",
+        spec_hash="s",
+        section_hash="n",
+        checkpoint_hash="c",
+        dataset_fingerprint="f",
+        sitegen_version="0",
+        torch_version="t",
+        seed=0,
+        device="cpu",
+        created="now",
     )
     return CheckpointManifest(
-        key=key, network="net", checkpoint="epoch-1", provenance=prov, accuracy=0.5, top_k=9,
-        layers=["conv1"], shown_units={"conv1": [0, 1]},
+        key=key,
+        network="net",
+        checkpoint="epoch-1",
+        provenance=prov,
+        accuracy=0.5,
+        top_k=9,
+        layers=["conv1"],
+        shown_units={"conv1": [0, 1]},
     )
 
 
 def test_arrays_round_trip(tmp_path: Path) -> None:
     store = Store(tmp_path)
-    arrays = {"conv1/values": np.arange(6, dtype=np.float32).reshape(2, 3), "conv1/images": np.array([[3, -1]])}
+    arrays = {
+        "conv1/values": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "conv1/images": np.array([[3, -1]]),
+    }
     store.write_arrays("net", "epoch-1", "mined", arrays)
     back = store.read_arrays("net", "epoch-1", "mined")
     assert set(back) == set(arrays)
@@ -55,7 +71,7 @@ def test_manifest_marks_entry_complete_and_keys_cache(tmp_path: Path) -> None:
 
 
 def test_crash_mid_write_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A simulated crash between the temp write and the rename leaves the previous content and no temp file."""
+    """A crash between the temp write and the rename leaves the previous content and no temp file."""
     target = tmp_path / "a.json"
     codecs.write_json(target, {"v": 1})
 

@@ -35,7 +35,15 @@ def run(tmp_path: Path, data, epochs: int, key: str = "k"):
     tspec = TrainSpec(epochs=epochs, batch_size=6, lr=0.05)
     net = tiny_net()
     result = train(
-        net, data[0], data[1], tspec, key=key, mean=MEAN, std=STD, out_dir=tmp_path, seed=0,
+        net,
+        data[0],
+        data[1],
+        tspec,
+        key=key,
+        mean=MEAN,
+        std=STD,
+        out_dir=tmp_path,
+        seed=0,
         device=torch.device("cpu"),
     )
     return net, result

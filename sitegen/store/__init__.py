@@ -61,7 +61,9 @@ class Store:
     def read_build(self) -> BuildRecord:
         path = self.root / "build.json"
         if not path.is_file():
-            raise StoreError(f"{self.root}: no finished build here (build.json missing); run `sitegen build` first")
+            raise StoreError(
+                f"{self.root}: no finished build here (build.json missing); run `sitegen build` first"
+            )
         return self._read(path, BuildRecord)
 
     def write_dataset(self, rec: DatasetRecord) -> None:
@@ -78,7 +80,9 @@ class Store:
 
     def write_manifest(self, m: CheckpointManifest) -> None:
         """Write a checkpoint's manifest: call it LAST, after every file of the entry is written."""
-        codecs.write_json(self.checkpoint_dir(m.network, m.checkpoint) / "manifest.json", m.model_dump(mode="json"))
+        codecs.write_json(
+            self.checkpoint_dir(m.network, m.checkpoint) / "manifest.json", m.model_dump(mode="json")
+        )
 
     def read_manifest(self, network: str, checkpoint: str) -> CheckpointManifest:
         return self._read(self.checkpoint_dir(network, checkpoint) / "manifest.json", CheckpointManifest)
