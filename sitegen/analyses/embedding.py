@@ -1,0 +1,121 @@
+"""2-D embedding of per-image features (t-SNE, PCA, optionally UMAP) for the atlas's scatter plots.
+
+t-SNE (van der Maaten & Hinton 2008) of penultimate-layer features is the classic map of what a
+network has learned (Karpathy's CNN-codes t-SNE; Zeiler & Fergus-era atlases). scikit-learn's
+``TSNE`` with ``init="pca"`` (stable global layout, Kobak & Berens 2019) and a fixed ``random_state``
+is deterministic. Perplexity defaults to ``min(30, (N - 1) / 3)``: scikit-learn needs
+``perplexity < N``, and 3 × perplexity nearest neighbours must exist for the calibration. Fewer than
+5 points fall back to PCA, computed here with numpy (signs fixed as scikit-learn's ``svd_flip``
+does, so the result is deterministic too). UMAP (McInnes et al. 2018) is used only when
+``umap-learn`` is installed; sitegen does not depend on it.
+
+The returned coordinates are centred and scaled by ONE factor so that the larger axis spans exactly
+[-1, 1]: both axes keep the same scale (distances in a t-SNE/PCA map are isotropic).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sitegen.errors import SitegenError
+
+__all__ = ["METHODS", "embed"]
+
+#: Embedding methods.
+METHODS = ("tsne", "pca", "umap")
+
+_MIN_TSNE = 5  # fewer points: PCA
+
+
+def embed(
+    features: np.ndarray,
+    *,
+    method: str = "tsne",
+    seed: int = 0,
+    perplexity: float | None = None,
+) -> np.ndarray:
+    """Embed ``N`` feature vectors in 2-D.
+
+    Args:
+        features: float[N, D], one row per image (e.g. :attr:`sitegen.mine.Mined.features`).
+        method: ``"tsne"``, ``"pca"`` or ``"umap"`` (needs ``umap-learn``).
+        seed: random state of t-SNE / UMAP.
+        perplexity: t-SNE perplexity (default ``min(30, (N - 1) / 3)``); must be below ``N``.
+
+    Returns:
+        float32[N, 2] coordinates in [-1, 1] (centred; the larger axis spans [-1, 1] exactly; all
+        zeros when the points coincide). Rows are in the order of ``features``.
+
+    Raises:
+        SitegenError: ``method="umap"`` without ``umap-learn`` installed.
+
+    Example:
+        >>> xy = embed(np.random.default_rng(0).normal(size=(40, 8)), seed=0)
+        >>> xy.shape, float(np.abs(xy).max())
+        ((40, 2), 1.0)
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"features must be [N, D], got shape {x.shape}")
+    n = len(x)
+    if n == 0:
+        return np.zeros((0, 2), np.float32)
+    if not np.isfinite(x).all():
+        raise ValueError("features contain NaN or inf")
+    if method == "pca" or n < _MIN_TSNE:
+        coords = _pca(x)
+    elif method == "tsne":
+        coords = _tsne(x, seed, perplexity)
+    else:
+        coords = _umap(x, seed)
+    return _scale(coords)
+
+
+def _pca(x: np.ndarray) -> np.ndarray:
+    """Projection on the first two principal axes (zeros where the data has fewer dimensions)."""
+    centred = x - x.mean(0)
+    u, s, vt = np.linalg.svd(centred, full_matrices=False)
+    # deterministic signs (scikit-learn svd_flip, u-based): the largest |u| of each axis is positive
+    signs = np.sign(u[np.abs(u).argmax(0), np.arange(u.shape[1])])
+    signs[signs == 0] = 1
+    coords = (u * s * signs)[:, :2]
+    if coords.shape[1] < 2:
+        coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
+    return coords
+
+
+def _tsne(x: np.ndarray, seed: int, perplexity: float | None) -> np.ndarray:
+    from sklearn.manifold import TSNE
+
+    n = len(x)
+    perplexity = min(30.0, (n - 1) / 3) if perplexity is None else float(perplexity)
+    if not 0 < perplexity < n:
+        raise ValueError(f"perplexity must be in (0, {n}) for {n} points, got {perplexity}")
+    if x.shape[1] < 2:  # init="pca" needs two feature columns
+        x = np.pad(x, ((0, 0), (0, 2 - x.shape[1])))
+    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
+    return tsne.fit_transform(x.astype(np.float32))
+
+
+def _umap(x: np.ndarray, seed: int) -> np.ndarray:
+    try:
+        import umap  # type: ignore[import-not-found]
+    except ImportError:
+        raise SitegenError(
+            "embedding method 'umap' needs the umap-learn package (pip install umap-learn); "
+            "or use method 'tsne' or 'pca'"
+        ) from None
+    reducer = umap.UMAP(n_components=2, random_state=seed, n_neighbors=min(15, len(x) - 1))
+    return reducer.fit_transform(x)
+
+
+def _scale(coords: np.ndarray) -> np.ndarray:
+    coords = np.asarray(coords, dtype=np.float64)
+    lo, hi = coords.min(0), coords.max(0)
+    half = (hi - lo).max() / 2
+    if half <= 0 or not np.isfinite(half):
+        return np.zeros_like(coords, dtype=np.float32)
+    out = (coords - (lo + hi) / 2) / half
+    return np.clip(out, -1.0, 1.0).astype(np.float32)
