@@ -334,6 +334,7 @@ def _build_network(
             normalization=norm_kind,
         )
         layers, params = loaded.layers, loaded.params
+        _check_units(spec, net_name, net, layers)
         if store.cached(net_name, ck.name, key):
             log.info("%s@%s: cached", net_name, ck.name)
             accuracy[ck.name] = store.read_manifest(net_name, ck.name).accuracy
@@ -518,7 +519,7 @@ def _analyze(
         )
         for j, u in enumerate(units):
             unit_panels = [panels[0][u]] + [p[j] for p in panels[1:]]
-            store.write_png(store.sprite_path(net_name, ck.name, info.name, u), sprite(unit_panels, cols))
+            store.write_sprite(net_name, ck.name, info.name, u, sprite(unit_panels, cols))
             done_units += 1
             report(f"sprites {label}", done_units, total_units)
         images_needed.update(int(i) for i in topk.images[units].ravel() if i >= 0)
@@ -609,14 +610,28 @@ class _ImageCache:
 
 def _shown_units(net: NetworkSpec, info, seed: int) -> list[int]:
     """Units with pages: all, a deterministic sample (seeded by layer name), or a list (clipped)."""
-    if net.units == "all":
+    choice = net.units.get(info.name, "all") if isinstance(net.units, dict) else net.units
+    if choice == "all":
         return list(range(info.units))
-    if isinstance(net.units, int):
-        if net.units >= info.units:
+    if isinstance(choice, int):
+        if choice >= info.units:
             return list(range(info.units))
         rng = np.random.default_rng([seed, zlib.crc32(info.name.encode())])
-        return sorted(int(u) for u in rng.choice(info.units, size=net.units, replace=False))
-    return [u for u in net.units if u < info.units]
+        return sorted(int(u) for u in rng.choice(info.units, size=choice, replace=False))
+    return sorted({u for u in choice if u < info.units})
+
+
+def _check_units(spec: Spec, net_name: str, net: NetworkSpec, layers: tuple) -> None:
+    """A units mapping must name layers of the network (a typo would silently show all units)."""
+    if not isinstance(net.units, dict):
+        return
+    names = [info.name for info in layers]
+    bad = [name for name in net.units if name not in names]
+    if bad:
+        raise SpecError(
+            [spec.problem(("networks", net_name, "units", b), f"no layer {b!r} in this network; layers: {names}")
+             for b in bad]
+        )
 
 
 def _actmap_images(labels: np.ndarray, n: int) -> list[int]:

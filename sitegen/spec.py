@@ -65,9 +65,24 @@ def _layers(v: Any) -> Any:
 
 
 def _units(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _unit_choice(x) for k, x in v.items()}
+    return _unit_choice(v)
+
+
+def _unit_choice(v: Any) -> Any:
     if v == "all" or (isinstance(v, int) and not isinstance(v, bool)) or isinstance(v, list):
+        if isinstance(v, int) and v <= 0:
+            raise ValueError(f"a number of units must be > 0, got {v}")
+        if isinstance(v, list) and any(not isinstance(u, int) or isinstance(u, bool) or u < 0 for u in v):
+            raise ValueError(f"unit indices must be integers >= 0, got {v!r}")
         return v
-    raise ValueError(f"expected 'all', a number of units, or a list of unit indices; got {v!r}")
+    raise ValueError(
+        f"expected 'all', a number of units, a list of unit indices, or a mapping layer: choice; got {v!r}"
+    )
+
+
+UnitChoice = Literal["all"] | int | list[int]
 
 
 def _checkpoints(v: Any) -> Any:
@@ -167,6 +182,9 @@ class TrainSpec(_Model):
     )
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
     weight_decay: float = Field(5e-4, ge=0, description="Weight decay.")
+    schedule: Literal["cosine", "constant"] = Field(
+        "cosine", description="Learning-rate schedule over all steps: cosine decay to 0, or constant."
+    )
     augment: bool = Field(True, description="Random horizontal flips and small shifts while training.")
 
 
@@ -196,10 +214,10 @@ class NetworkSpec(_Model):
         description="'auto' (each conv block after its ReLU, each fc layer, and prob) or a list of friendly "
         "names / module paths.",
     )
-    units: Annotated[Literal["all"] | int | list[int], BeforeValidator(_units)] = Field(
+    units: Annotated[UnitChoice | dict[str, UnitChoice], BeforeValidator(_units)] = Field(
         "all",
-        description="Units shown per layer: 'all', a count (sampled deterministically), or a list. "
-        "Mining always covers every unit.",
+        description="Units with pages, per layer: 'all', a count (sampled deterministically), a list of "
+        "indices, or a mapping {layer: choice} (unlisted layers: all). Mining always covers every unit.",
     )
     atlas: Literal["last", "all"] | list[str] = Field(
         "last", description="Checkpoints that get full atlas pages: 'last', 'all', or a list of names."
@@ -207,14 +225,6 @@ class NetworkSpec(_Model):
     train: TrainSpec | None = Field(
         None, description="Train this network on its dataset (demo; CPU-friendly)."
     )
-
-    @model_validator(mode="after")
-    def _units_positive(self) -> NetworkSpec:
-        if isinstance(self.units, int) and self.units <= 0:
-            raise ValueError(f"units must be > 0, got {self.units}")
-        if isinstance(self.units, list) and any((not isinstance(u, int)) or u < 0 for u in self.units):
-            raise ValueError("units must be non-negative unit indices")
-        return self
 
 
 class ReconstructionSpec(_Model):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,10 +51,15 @@ class TrainResult:
 
 
 def train_key(tspec: TrainSpec, *, arch: str, fingerprint: str, mean: tuple, std: tuple, seed: int) -> str:
-    """Hash of everything that determines the trained weights (epochs excluded: more epochs extend)."""
+    """Hash of everything that determines the trained weights.
+
+    With a constant learning rate more epochs extend a run (epochs are left out of the key); with
+    the cosine schedule every step's rate depends on the total, so changing epochs starts over.
+    """
+    exclude = {"epochs"} if tspec.schedule == "constant" else set()
     blob = json.dumps(
         {
-            "train": tspec.model_dump(mode="json", exclude={"epochs"}),
+            "train": tspec.model_dump(mode="json", exclude=exclude),
             "arch": arch,
             "data": fingerprint,
             "mean": list(mean),
@@ -133,6 +139,9 @@ def train(
         module.train()
         total_loss, correct, seen = 0.0, 0, 0
         for i, (x, y) in enumerate(loader):
+            step = (epoch - 1) * len(loader) + i
+            for group in optimizer.param_groups:
+                group["lr"] = _learning_rate(tspec, step, steps_total)
             x, y = x.to(device), y.to(device)
             if tspec.augment:
                 x = _augment(x, generator)
@@ -145,7 +154,7 @@ def train(
             correct += int((out.argmax(1) == y).sum())
             seen += len(y)
             if progress:
-                progress("train", (epoch - 1) * len(loader) + i + 1, steps_total)
+                progress("train", step + 1, steps_total)
         probe_acc = evaluate(
             module, probe_set, mean=mean, std=std, device=device, batch_size=tspec.batch_size * 2
         )
@@ -199,6 +208,13 @@ def evaluate(
         seen += len(y)
     module.train(was_training)
     return correct / max(seen, 1)
+
+
+def _learning_rate(tspec: TrainSpec, step: int, total: int) -> float:
+    """The rate at a global step: a pure function of the step, so a resumed run continues exactly."""
+    if tspec.schedule == "constant":
+        return tspec.lr
+    return 0.5 * tspec.lr * (1 + math.cos(math.pi * step / max(total, 1)))
 
 
 def _optimizer(module: nn.Module, tspec: TrainSpec) -> torch.optim.Optimizer:

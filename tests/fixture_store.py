@@ -444,7 +444,7 @@ def _write_sprite(
             rec = 128 + ink[..., None] * (tint * 2 - 1) * 127
             x0 = panel_w + col * c
             sheet[row * c : (row + 1) * c, x0 : x0 + c] = np.clip(rec, 0, 255).astype(np.uint8)
-    data = codecs.encode_png(sheet)
+    data = codecs.encode_webp(sheet)
     cache[key] = data
     path.write_bytes(data)
 

@@ -104,7 +104,7 @@ def test_site_layout_and_report(rendered: tuple[Path, SiteReport]) -> None:
         "tiny-alex/@epoch-1/index.html",
         "tiny-alex/conv1/index.html",
         "tiny-alex/conv1/unit-0000.html",
-        "tiny-alex/conv1/unit-0000.png",
+        "tiny-alex/conv1/unit-0000.webp",
         "tiny-alex/@epoch-1/conv2/unit-0011.html",
         "tiny-alex/filters.png",
         "tiny-vgg/prob/unit-0005.html",
@@ -132,12 +132,12 @@ def test_only_referenced_store_files_are_copied(site: Path) -> None:
     for page in html_files(site):
         for _tag, a in tags(page).tags:
             for key in ("src", "href"):
-                if a.get(key, "").endswith(".png"):
+                if a.get(key, "").endswith((".png", ".webp")):
                     referenced.add((page.parent / a[key]).resolve())
             for url in re.findall(r"url\('([^']+)'\)", a.get("style", "")):
                 referenced.add((page.parent / url).resolve())
-    pngs = {p.resolve() for p in site.rglob("*.png")}
-    assert pngs == referenced
+    images = {p.resolve() for pattern in ("*.png", "*.webp") for p in site.rglob(pattern)}
+    assert images == referenced
 
 
 def test_one_shared_plotly_and_page_relative_urls(site: Path) -> None:
@@ -310,7 +310,7 @@ def test_optional_artifacts_may_be_absent(store: Path, tmp_path: Path) -> None:
     net = (site / "tiny-alex/index.html").read_text(encoding="utf-8")
     assert 'id="filters"' not in net and 'id="actmaps"' not in net
     prob = (site / "tiny-alex/prob/index.html").read_text(encoding="utf-8")
-    assert "tile-thumbs" in prob and "unit-0000.png" not in prob  # probe images stand in for the sprite
+    assert "tile-thumbs" in prob and "unit-0000.webp" not in prob  # probe images stand in for the sprite
     assert "background-image" not in (site / "tiny-alex/prob/unit-0000.html").read_text(encoding="utf-8")
     assert not (site / "tiny-vgg").exists() and not (site / "compare").exists()
     index = (site / "index.html").read_text(encoding="utf-8")
@@ -346,10 +346,10 @@ def test_missing_sprite_is_one_line_and_keeps_the_old_site(store: Path, tmp_path
     site = tmp_path / "out" / "site"
     render_site(broken, site)
     before = (site / "index.html").read_bytes()
-    (broken / "networks/tiny-vgg/final/units/conv2/unit-0005.png").unlink()
+    (broken / "networks/tiny-vgg/final/units/conv2/unit-0005.webp").unlink()
     with pytest.raises(RenderError) as exc:
         render_site(broken, site)
-    _expect_one_line(exc, "unit-0005.png", "rerun `sitegen build`")
+    _expect_one_line(exc, "unit-0005.webp", "rerun `sitegen build`")
     assert (site / "index.html").read_bytes() == before
     assert sorted(p.name for p in site.parent.iterdir()) == ["site"], "temp folder cleaned up"
 
@@ -389,8 +389,8 @@ def test_inconsistent_store_is_a_clear_error(store: Path, tmp_path: Path) -> Non
     _expect_one_line(exc2, "actmaps.json: malformed")
 
     broken2 = copy_store(store, tmp_path / "b")
-    codecs.write_png(
-        broken2 / "networks/tiny-vgg/final/units/conv1/unit-0000.png", np.zeros((5, 5), np.uint8)
+    codecs.write_webp(
+        broken2 / "networks/tiny-vgg/final/units/conv1/unit-0000.webp", np.zeros((5, 5, 3), np.uint8)
     )
     with pytest.raises(RenderError) as exc3:
         render_site(broken2, tmp_path / "site")

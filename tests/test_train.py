@@ -31,22 +31,22 @@ def data() -> tuple[TensorDataset, TensorDataset]:
     return TensorDataset(x[:18], y[:18]), TensorDataset(x[18:], y[18:])
 
 
-def run(tmp_path: Path, data, epochs: int, key: str = "k"):
+def run(tmp_path: Path, data, epochs: int, key: str = "k", progress=None):
     tspec = TrainSpec(epochs=epochs, batch_size=6, lr=0.05)
     net = tiny_net()
     result = train(
-        net,
-        data[0],
-        data[1],
-        tspec,
-        key=key,
-        mean=MEAN,
-        std=STD,
-        out_dir=tmp_path,
-        seed=0,
-        device=torch.device("cpu"),
+        net, data[0], data[1], tspec, key=key, mean=MEAN, std=STD, out_dir=tmp_path, seed=0,
+        device=torch.device("cpu"), progress=progress,
     )
     return net, result
+
+
+def interrupt_at(step: int):
+    def progress(_label: str, done: int, _total: int) -> None:
+        if done == step:
+            raise KeyboardInterrupt
+
+    return progress
 
 
 def test_one_checkpoint_per_epoch(tmp_path: Path, data) -> None:
@@ -62,7 +62,9 @@ def test_one_checkpoint_per_epoch(tmp_path: Path, data) -> None:
 
 def test_resume_equals_uninterrupted(tmp_path: Path, data) -> None:
     straight, _ = run(tmp_path / "a", data, 3)
-    run(tmp_path / "b", data, 1)  # "interrupted" after epoch 1
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", data, 3, progress=interrupt_at(4))  # 3 steps an epoch: killed inside epoch 2
+    assert sorted(p.name for p in (tmp_path / "b").glob("epoch-*.pt")) == ["epoch-1.pt"]
     resumed, result = run(tmp_path / "b", data, 3)
     assert not result.cached
     for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
@@ -99,8 +101,10 @@ def test_changed_inputs_start_over(tmp_path: Path, data) -> None:
     assert sorted(p.name for p in tmp_path.glob("epoch-*.pt")) == ["epoch-1.pt"]
 
 
-def test_train_key_ignores_epochs_only() -> None:
+def test_train_key() -> None:
     base = {"arch": "a", "fingerprint": "f", "mean": MEAN, "std": STD, "seed": 0}
-    assert train_key(TrainSpec(epochs=2), **base) == train_key(TrainSpec(epochs=5), **base)
+    constant = {"schedule": "constant"}
+    assert train_key(TrainSpec(epochs=2, **constant), **base) == train_key(TrainSpec(epochs=5, **constant), **base)
+    assert train_key(TrainSpec(epochs=2), **base) != train_key(TrainSpec(epochs=5), **base)  # cosine
     assert train_key(TrainSpec(lr=0.1), **base) != train_key(TrainSpec(lr=0.2), **base)
     assert train_key(TrainSpec(), **{**base, "fingerprint": "g"}) != train_key(TrainSpec(), **base)

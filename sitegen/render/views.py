@@ -14,7 +14,7 @@ compare/<dataset>.html         networks of one dataset side by side
 img/<dataset>/<idx>.png        probe images (only those a page shows)
 <net>/index.html               network page of the LAST atlas checkpoint (stable URLs)
 <net>/<layer>/index.html       layer page (units 1-256), page-2.html … for more units
-<net>/<layer>/unit-0007.html   unit page; its sprite unit-0007.png beside it
+<net>/<layer>/unit-0007.html   unit page; its sprite unit-0007.webp beside it
 <net>/filters.png, <net>/actmaps/…
 <net>/@<checkpoint>/…          the same tree for every other atlas checkpoint
 ```
@@ -795,7 +795,7 @@ class _Planner:
         for pos, u in enumerate(units):
             sprite_img = None
             if sprite is not None:
-                src = f"{folder}unit-{u:04d}.png"
+                src = f"{folder}unit-{u:04d}.webp"
                 self.files[src] = self.store.sprite_path(ck.net.name, ck.name, layer, u)
                 n_cols = len(sprite.panels) * sprite.cols
                 sprite_img = Img(

@@ -52,7 +52,7 @@ class Store:
         return self.dataset_dir(dataset) / "images" / f"{index}.png"
 
     def sprite_path(self, network: str, checkpoint: str, layer: str, unit: int) -> Path:
-        return self.checkpoint_dir(network, checkpoint) / "units" / layer / f"unit-{unit:04d}.png"
+        return self.checkpoint_dir(network, checkpoint) / "units" / layer / f"unit-{unit:04d}.webp"
 
     # --- records ---------------------------------------------------------------------------------
     def write_build(self, rec: BuildRecord) -> None:
@@ -110,6 +110,10 @@ class Store:
 
     def write_png(self, path: Path, image: np.ndarray) -> None:
         codecs.write_png(path, image)
+
+    def write_sprite(self, network: str, checkpoint: str, layer: str, unit: int, image: np.ndarray) -> None:
+        """A unit's sprite (lossy WebP: see :func:`codecs.encode_webp`)."""
+        codecs.write_webp(self.sprite_path(network, checkpoint, layer, unit), image)
 
     def write_json(self, path: Path, obj: object) -> None:
         codecs.write_json(path, obj)

@@ -33,6 +33,7 @@ def write_bytes(path: Path, data: bytes, *, durable: bool = False) -> None:
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; web servers and Pages publish as other users
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -83,6 +84,24 @@ def encode_png(image: np.ndarray, *, optimize: bool = False) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG", optimize=optimize, compress_level=6)
     return buf.getvalue()
+
+
+def encode_webp(image: np.ndarray, *, quality: int = 85) -> bytes:
+    """Lossy WebP bytes of a uint8 [H, W, 3] array.
+
+    Sprites hold noisy reconstructions: measured on the default atlas, WebP q85 is 5-6x smaller
+    than PNG (an fc unit's sprite: 160 KB PNG, 30 KB WebP) and sharp enough at 1-4x zoom.
+    """
+    if image.dtype != np.uint8:
+        raise TypeError(f"expected uint8 image, got {image.dtype}")
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="WEBP", quality=quality, method=4)
+    return buf.getvalue()
+
+
+def write_webp(path: Path, image: np.ndarray) -> None:
+    """Atomic lossy WebP of a uint8 [H, W, 3] array."""
+    write_bytes(path, encode_webp(image))
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
