@@ -27,6 +27,7 @@ from sitegen.analyses.activation_maps import activation_maps
 from sitegen.analyses.filters import filter_grid
 from sitegen.analyses.patches import extract_patches, sprite
 from sitegen.analyses.reconstruct import reconstruct_topk
+from sitegen.analyses.weights import unit_weights
 from sitegen.data import (
     DataBundle,
     build_data,
@@ -562,6 +563,7 @@ def _analyze(
         has_actmaps = True
         timings["activation_maps"] = time.perf_counter() - t
 
+    store.write_arrays(net_name, ck.name, "weights", unit_weights(loaded.module, loaded.layers))
     store.write_arrays(net_name, ck.name, "mined", mined_arrays)
     store.write_arrays(net_name, ck.name, "classes", class_arrays)
     _write_images(store, bundle, images_needed)
