@@ -35,7 +35,8 @@ def init_from_env(device: str | torch.device = "cpu") -> tuple[int, int]:
     Returns:
         ``(rank, world_size)``; ``(0, 1)`` without torch.distributed.
     """
-    if dist.is_available() and not dist.is_initialized() and "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+    launched = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    if launched and dist.is_available() and not dist.is_initialized():
         cuda = torch.device(device).type == "cuda"
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
@@ -92,4 +93,4 @@ def all_gather_cat(t: Tensor, sizes: list[int], dim: int = 0) -> Tensor:
     padded.narrow(dim, 0, t.shape[dim]).copy_(t)
     parts = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(parts, padded.contiguous())
-    return torch.cat([p.narrow(dim, 0, size) for p, size in zip(parts, sizes)], dim=dim)
+    return torch.cat([p.narrow(dim, 0, size) for p, size in zip(parts, sizes, strict=True)], dim=dim)
