@@ -94,3 +94,9 @@ def all_gather_cat(t: Tensor, sizes: list[int], dim: int = 0) -> Tensor:
     parts = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(parts, padded.contiguous())
     return torch.cat([p.narrow(dim, 0, size) for p, size in zip(parts, sizes, strict=True)], dim=dim)
+
+
+def barrier() -> None:
+    """Wait for every rank (a no-op in a single-process run)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from sitegen import __version__
+from sitegen._distributed import barrier, init_from_env
 from sitegen.analyses import class_hist
 from sitegen.analyses.activation_maps import activation_maps
 from sitegen.analyses.filters import filter_grid
@@ -107,7 +108,10 @@ def build(spec: Spec, *, progress: Progress | None = None, render: bool = True) 
     report = progress or (lambda *_: None)
     device = resolve_device(spec)
     _check_archs(spec)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    # Under torchrun every rank mines its shard of the probe set; rank 0 alone trains, analyses,
+    # writes the store and renders (DESIGN.md, "Beyond one machine").
+    rank, _ = init_from_env(device)
+    lead = rank == 0
     store = Store(spec.output / "store")
     timings: dict[str, float] = {}
 
@@ -116,16 +120,19 @@ def build(spec: Spec, *, progress: Progress | None = None, render: bool = True) 
     for name in used:
         t = time.perf_counter()
         bundles[name] = build_data(name, spec.datasets[name], spec.seed)
-        _write_dataset(store, bundles[name], spec)
+        if lead:
+            _write_dataset(store, bundles[name], spec)
         timings[f"data {name}"] = time.perf_counter() - t
 
     computed = cached = 0
     for net_name, net in spec.networks.items():
         t = time.perf_counter()
-        c, k = _build_network(spec, store, net_name, net, bundles[net.dataset], device, report)
+        c, k = _build_network(spec, store, net_name, net, bundles[net.dataset], device, report, lead=lead)
         computed, cached = computed + c, cached + k
         timings[f"network {net_name}"] = time.perf_counter() - t
 
+    if not lead:
+        return BuildResult(store.root, None, time.perf_counter() - t0, computed, cached)
     store.write_build(
         BuildRecord(
             title=spec.title,
@@ -270,6 +277,8 @@ def _build_network(
     bundle: DataBundle,
     device: torch.device,
     report: Progress,
+    *,
+    lead: bool = True,
 ) -> tuple[int, int]:
     num_classes = len(bundle.class_names)
     meta = weights_meta(net.arch, net.weights) if net.weights else None
@@ -282,6 +291,8 @@ def _build_network(
         key = train_key(
             net.train, arch=net.arch, fingerprint=bundle.fingerprint, mean=mean, std=std, seed=spec.seed
         )
+        if not lead:
+            barrier()  # rank 0 trains; the others then find its checkpoints cached
         result = train(
             module,
             bundle.train,
@@ -295,6 +306,8 @@ def _build_network(
             device=device,
             progress=lambda _, d, n: report(f"train {net_name}", d, n),
         )
+        if lead:
+            barrier()
         log.info("%s: training %s", net_name, "cached" if result.cached else "done")
         history = result.history
         checkpoints = [
@@ -348,9 +361,13 @@ def _build_network(
             len(loaded.layers),
             len(bundle.probe),
         )
-        manifest = _analyze(spec, store, net_name, net, ck, loaded, bundle, device, key, report)
-        accuracy[ck.name] = manifest.accuracy
+        manifest = _analyze(spec, store, net_name, net, ck, loaded, bundle, device, key, report, lead=lead)
         computed += 1
+        if manifest is not None:
+            accuracy[ck.name] = manifest.accuracy
+
+    if not lead:
+        return computed, cached
 
     store.write_network(
         NetworkRecord(
@@ -445,7 +462,10 @@ def _analyze(
     device: torch.device,
     key: str,
     report: Progress,
-) -> CheckpointManifest:
+    *,
+    lead: bool = True,
+) -> CheckpointManifest | None:
+    """Mine (every rank), then analyse and store (rank 0; other ranks return None)."""
     a = spec.analyses
     timings: dict[str, float] = {}
     label = f"{net_name}@{ck.name}"
@@ -463,6 +483,8 @@ def _analyze(
         progress=lambda d, n: report(f"mine {label}", d, n),
     )
     timings["mine"] = time.perf_counter() - t
+    if not lead:
+        return None
     labels = mined.labels
     accuracy = float((mined.top5[:, 0] == labels).mean()) if len(labels) else 0.0
 
