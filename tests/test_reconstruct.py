@@ -1,0 +1,445 @@
+"""Reconstructions: equal to captum, batched == single, cropped == whole, and the edge cases."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from sitegen.analyses import _crop, _hooks
+from sitegen.analyses.reconstruct import _Planner, reconstruct, reconstruct_topk, to_display
+from sitegen.errors import ModelError
+from sitegen.models._api import LayerInfo, LoadedModel
+from sitegen.receptive_field import RF, receptive_fields, unit_box
+
+captum_attr = pytest.importorskip("captum.attr")
+
+METHODS = ("deconvnet", "guided", "gradient")
+
+
+def _tiny_cnn() -> nn.Sequential:
+    """conv(5, s2, p2) -> ReLU -> maxpool(3, s2) -> conv(3, p1) -> ReLU(inplace) -> conv(3, p1): a chain."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 5, stride=2, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(3, stride=2),
+        nn.Conv2d(6, 8, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(8, 5, 3, padding=1),
+        nn.ReLU(),
+    ).eval()
+
+
+class _TinyClassifier(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = _tiny_cnn()
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.fc = nn.Linear(20, 4)
+        self.relu = nn.ReLU()
+        self.out = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.relu(self.fc(torch.flatten(self.pool(self.features(x)), 1))))
+
+
+class _FunctionalRelu(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.act = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.conv3 = nn.Conv2d(4, 2, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv3(F.relu(self.conv2(self.act(self.conv1(x)))))
+
+
+class _Residual(nn.Module):
+    """Not a chain (a residual add): reconstructions must fall back to the whole image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.relu1(self.stem(x))
+        return self.relu2(self.conv(y) + y)
+
+
+def _images(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    """Non-square inputs: a random field plus a ramp (torch.arange) so that every pixel differs."""
+    g = torch.Generator().manual_seed(seed)
+    ramp = torch.arange(h * w, dtype=torch.float32).reshape(1, 1, h, w) / (h * w)
+    return torch.randn(n, 3, h, w, generator=g) + ramp
+
+
+def _activations(model: nn.Module, path: str, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad(), _hooks.truncated(model, _hooks.get_module(model, path)) as fwd:
+        return fwd(x)
+
+
+def _argmax(act: torch.Tensor, b: int, unit: int) -> tuple[int, int]:
+    flat = int(act[b, unit].flatten().argmax())
+    return divmod(flat, act.shape[-1])
+
+
+_CAPTUM = {
+    "deconvnet": "NeuronDeconvolution",
+    "guided": "NeuronGuidedBackprop",
+    "gradient": "NeuronGradient",
+}
+
+
+def _captum(
+    model: nn.Module, path: str, method: str, x: torch.Tensor, selector: tuple[int, ...]
+) -> torch.Tensor:
+    """captum's attribution (seed 1) for one image."""
+    cls = getattr(captum_attr, _CAPTUM[method])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return cls(model, _hooks.get_module(model, path)).attribute(x.clone(), selector)[0]
+
+
+def _assert_close(actual: torch.Tensor, expected: torch.Tensor, rel: float = 1e-5) -> None:
+    scale = float(expected.abs().max())
+    assert scale > 0, "degenerate case: the expected reconstruction is all zero"
+    err = float((actual - expected).abs().max())
+    assert err <= rel * scale, f"max abs diff {err:.3g} > {rel} x {scale:.3g}"
+
+
+# --- equality with captum -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("path", ["1", "4", "6"])
+def test_tiny_cnn_equals_captum_times_value(method: str, path: str) -> None:
+    model = _tiny_cnn()
+    x = _images(3, 29, 37)
+    units = [0, 3, 4]
+    rec = reconstruct(model, path, x, units, method=method)
+    act = _activations(model, path, x)
+    for b, u in enumerate(units):
+        r, c = _argmax(act, b, u)
+        expected = _captum(model, path, method, x[b : b + 1], (u, r, c)) * act[b, u, r, c]
+        _assert_close(rec[b], expected)
+
+
+@pytest.mark.parametrize("method", ["deconvnet", "guided"])
+@pytest.mark.parametrize("path", ["features.4", "features.11"])
+def test_alexnet_equals_captum(method: str, path: str) -> None:
+    torch.manual_seed(1)
+    model = torchvision.models.alexnet(weights=None).eval()
+    x = _images(2, 99, 99, seed=1)
+    units = [5, 17]
+    rec = reconstruct(model, path, x, units, method=method)
+    act = _activations(model, path, x)
+    for b, u in enumerate(units):
+        r, c = _argmax(act, b, u)
+        expected = _captum(model, path, method, x[b : b + 1], (u, r, c)) * act[b, u, r, c]
+        _assert_close(rec[b], expected)
+    assert all(m.inplace for m in model.modules() if isinstance(m, nn.ReLU)), "inplace flags not restored"
+
+
+def test_maxpool_ties_route_like_captum() -> None:
+    """Mostly-dead ReLUs leave max-pool windows of equal zeros: deconvnet must route them like autograd."""
+    torch.manual_seed(3)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 4, 3, padding=1), nn.ReLU()
+    ).eval()
+    with torch.no_grad():
+        model[0].bias.fill_(-1.0)  # 95 % of conv1's outputs are <= 0
+    x = _images(2, 24, 22, seed=7)
+    act = _activations(model, "4", x)
+    assert float((_activations(model, "1", x) == 0).float().mean()) > 0.9
+    for b, u in enumerate([1, 2]):
+        r, c = _argmax(act, b, u)
+        assert act[b, u, r, c] > 0
+        rec = reconstruct(model, "4", x[b : b + 1], [u], [(r, c)])
+        _assert_close(rec[0], _captum(model, "4", "deconvnet", x[b : b + 1], (u, r, c)) * act[b, u, r, c])
+
+
+def test_linear_and_prob_units_equal_captum() -> None:
+    model = _TinyClassifier().eval()
+    x = _images(2, 29, 37)
+    act = _activations(model, "relu", x)
+    units = [int(act[0].argmax()), int(act[1].argmax())]
+    rec = reconstruct(model, "relu", x, units, method="deconvnet")
+    for b, u in enumerate(units):
+        _assert_close(rec[b], _captum(model, "relu", "deconvnet", x[b : b + 1], (u,)) * act[b, u])
+    # prob: the softmax output, through a LoadedModel
+    loaded = _loaded(model, 37)
+    probs = torch.softmax(model(x), dim=1).detach()
+    rec = reconstruct(loaded, "prob", x, [2, 0], method="guided")
+    wrapped = nn.Sequential(model, nn.Softmax(dim=1)).eval()
+    for b, u in enumerate([2, 0]):
+        _assert_close(rec[b], _captum(wrapped, "1", "guided", x[b : b + 1], (u,)) * probs[b, u])
+
+
+def test_residual_model_falls_back_to_whole_image() -> None:
+    torch.manual_seed(0)
+    model = _Residual().eval()
+    x = _images(2, 12, 15)
+    planner = _Planner(model, crop=True)
+    assert planner.plan("relu2", False, x).spatial is None
+    assert planner.plan("relu1", False, x).spatial is not None  # the chain before the residual add
+    rec = reconstruct(model, "relu2", x, [1, 3], method="deconvnet")
+    act = _activations(model, "relu2", x)
+    for b, u in enumerate([1, 3]):
+        r, c = _argmax(act, b, u)
+        _assert_close(rec[b], _captum(model, "relu2", "deconvnet", x[b : b + 1], (u, r, c)) * act[b, u, r, c])
+
+
+# --- batching and cropping ------------------------------------------------------------------------
+
+
+def test_batched_equals_one_at_a_time() -> None:
+    model = _tiny_cnn()
+    x = _images(5, 31, 26)
+    units = [4, 0, 2, 2, 1]
+    positions = [(0, 0), (3, 2), (6, 5), (1, 5), (6, 0)]  # the map is 7x6
+    batched = reconstruct(model, "6", x, units, positions, batch_size=2)
+    for b in range(5):
+        single = reconstruct(model, "6", x[b : b + 1], units[b : b + 1], positions[b : b + 1])
+        torch.testing.assert_close(batched[b], single[0], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_cropped_equals_uncropped_everywhere(method: str) -> None:
+    """Every position of the layer: interior ("valid" crops) and border ("aligned" crops) units."""
+    model = _tiny_cnn()
+    h, w = 33, 26
+    act = _activations(model, "4", _images(1, h, w))
+    rows, cols = act.shape[-2:]
+    grid = [(r, c) for r in range(rows) for c in range(cols)]
+    x = _images(len(grid), h, w, seed=3)
+    units = [i % 8 for i in range(len(grid))]
+    cropped = reconstruct(model, "4", x, units, grid, method=method)
+    whole = reconstruct(model, "4", x, units, grid, method=method, crop=False)
+    scale = float(whole.abs().amax(dim=(1, 2, 3)).max())
+    torch.testing.assert_close(cropped, whole, rtol=1e-5, atol=1e-6 * scale)
+    # the plan really crops, and some units are interior, some at the border
+    plan = _Planner(model, crop=True).plan("4", False, x)
+    assert (
+        plan.spatial == (model[0], model[2], model[3]) and plan.rows == _crop.chain_spans(list(model)[:5])[0]
+    )
+    assert {_crop.axis_crop(plan.rows, r, h).valid for r, _ in grid} == {True, False}
+
+
+def test_zero_outside_receptive_field() -> None:
+    model = _tiny_cnn()
+    h, w = 40, 35
+    x = _images(4, h, w, seed=5)
+    positions = [(0, 0), (4, 3), (8, 7), (2, 7)]  # the map is 9x8
+    rec = reconstruct(model, "5", x, [0, 1, 2, 3], positions)  # conv output: no dead (zero) units
+    rf = receptive_fields(model, 40)["5"]
+    for b, (r, c) in enumerate(positions):
+        top, left, bottom, right = unit_box(rf, r, c)
+        mask = torch.ones(h, w, dtype=torch.bool)
+        mask[max(top, 0) : bottom, max(left, 0) : right] = False
+        assert float(rec[b, :, mask].abs().max()) == 0.0
+        assert float(rec[b, :, ~mask].abs().max()) > 0.0
+
+
+def test_alexnet_crops_equal_whole_image() -> None:
+    torch.manual_seed(2)
+    model = torchvision.models.alexnet(weights=None).eval()
+    x = _images(4, 127, 127, seed=2)
+    assert _Planner(model, crop=True).plan("features.7", False, x).spatial is not None
+    positions = [(0, 0), (3, 3), (5, 2), (3, 5)]  # conv3 is 6x6 at 127 px; (3, 3) is interior
+    rec = reconstruct(model, "features.7", x, [1, 2, 3, 4], positions)
+    whole = reconstruct(model, "features.7", x, [1, 2, 3, 4], positions, crop=False)
+    scale = float(whole.abs().max())
+    torch.testing.assert_close(rec, whole, rtol=1e-5, atol=1e-6 * scale)
+
+
+# --- ReLU rules -----------------------------------------------------------------------------------
+
+
+def _sign_net() -> nn.Sequential:
+    """x -> (x, -x) -> ReLU -> sum: for x > 0 the second ReLU input is negative in the forward pass."""
+    split = nn.Conv2d(1, 2, 1, bias=False)
+    merge = nn.Conv2d(2, 1, 1, bias=False)
+    with torch.no_grad():
+        split.weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1))
+        merge.weight.fill_(1.0)
+    return nn.Sequential(split, nn.ReLU(), merge).eval()
+
+
+def test_deconvnet_passes_signal_through_forward_negative_relu() -> None:
+    model = _sign_net()
+    x = torch.full((1, 1, 1, 1), 2.0)
+    # seed = activation value 2. gradient/guided: only the x branch is open -> 2.
+    # deconvnet: relu(signal) on both branches, whatever the forward sign -> 2 * 1 + 2 * (-1) = 0.
+    assert float(reconstruct(model, "2", x, [0], method="gradient")) == 2.0
+    assert float(reconstruct(model, "2", x, [0], method="guided")) == 2.0
+    assert float(reconstruct(model, "2", x, [0], method="deconvnet")) == 0.0
+
+
+def test_functional_relu_raises_for_deconvnet_and_guided() -> None:
+    torch.manual_seed(0)
+    model = _FunctionalRelu().eval()
+    x = _images(1, 10, 12)
+    for method in ("deconvnet", "guided"):
+        with pytest.raises(
+            ModelError, match=r"functional ReLU at the model's own forward: .*nn\.ReLU modules"
+        ):
+            reconstruct(model, "conv3", x, [1], method=method)
+    assert model.act.inplace, "inplace flag not restored after the error"
+    # before the functional ReLU, and with the plain gradient, all is fine
+    reconstruct(model, "conv2", x, [1], method="deconvnet")
+    rec = reconstruct(model, "conv3", x, [1], method="gradient")
+    act = _activations(model, "conv3", x)
+    r, c = _argmax(act, 0, 1)
+    _assert_close(rec[0], _captum(model, "conv3", "gradient", x, (1, r, c)) * act[0, 1, r, c])
+
+
+class _Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x))
+
+
+def test_functional_relu_error_names_the_module() -> None:
+    model = nn.Sequential(_Block(), nn.Conv2d(3, 2, 1)).eval()
+    with pytest.raises(ModelError, match=r"functional ReLU at module '0' \(_Block\.forward\)"):
+        reconstruct(model, "1", _images(1, 8, 9), [0], method="guided")
+
+
+def test_works_under_inference_mode() -> None:
+    model = _tiny_cnn()
+    x = _images(2, 20, 21)
+    expected = reconstruct(model, "6", x, [0, 1])
+    with torch.inference_mode():
+        inside = x.clone()  # an inference tensor
+        torch.testing.assert_close(reconstruct(model, "6", inside, [0, 1]), expected)
+
+
+def test_hooks_and_flags_are_removed() -> None:
+    model = _tiny_cnn()
+    reconstruct(model, "6", _images(1, 20, 20), [0], method="guided")
+    for m in model.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks
+    assert model[4].inplace
+    assert model[0].padding == (2, 2) and model[2].padding == 0
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+
+def test_bad_layer_and_unit() -> None:
+    model = _tiny_cnn()
+    x = _images(1, 20, 20)
+    with pytest.raises(ModelError, match="no module 'conv9'.*valid module paths: 0, 1"):
+        reconstruct(model, "conv9", x, [0])
+    with pytest.raises(ModelError, match="unit out of range"):
+        reconstruct(model, "6", x, [5])
+    with pytest.raises(ModelError, match="outside layer"):
+        reconstruct(model, "6", x, [0], [(0, 99)])
+
+
+# --- reconstruct_topk -----------------------------------------------------------------------------
+
+
+def _loaded(model: nn.Module, size: int) -> LoadedModel:
+    rfs = receptive_fields(model, size)
+    shapes: dict[str, tuple[int, ...]] = {}
+    named = dict(model.named_modules())
+    handles = [
+        m.register_forward_hook(lambda _m, _a, o, p=p: shapes.__setitem__(p, tuple(o.shape[1:])))
+        for p, m in named.items()
+    ]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, size, size))
+    for h in handles:
+        h.remove()
+    layers = []
+    for name, path, kind in [
+        ("conv1", "features.1", "conv"),
+        ("conv3", "features.6", "conv"),
+        ("fc1", "relu", "linear"),
+        ("prob", "", "prob"),
+    ]:
+        rf = rfs[path]
+        shape = shapes[path]
+        layers.append(LayerInfo(name, path, kind, shape, shape[0], rf.size, rf.stride, rf.offset))
+    return LoadedModel(
+        module=model,
+        arch="tiny",
+        num_classes=3,
+        input_size=size,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+        layers=tuple(layers),
+        params=sum(p.numel() for p in model.parameters()),
+    )
+
+
+class _TopK:
+    def __init__(self, images: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> None:
+        self.images, self.rows, self.cols = images, rows, cols
+        self.values = np.zeros(images.shape, dtype=np.float32)
+
+
+def test_reconstruct_topk_tiles_match_reconstruct() -> None:
+    torch.manual_seed(0)
+    model = _TinyClassifier().eval()
+    loaded = _loaded(model, 32)
+    probe = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    info = loaded.layer("conv3")
+    images = np.array([[0, 3, -1], [5, 1, 2]])
+    rows = np.array([[0, 3, -1], [6, 2, 4]], dtype=np.int32)  # the map is 7x7
+    cols = np.array([[1, 6, -1], [6, 0, 3]], dtype=np.int32)
+    tiles = reconstruct_topk(
+        loaded, lambda i: probe[i], info, _TopK(images, rows, cols), [1, 0], method="deconvnet", image_size=32
+    )
+    cell = _crop.cell_size(info.rf_size)
+    assert tiles.shape == (2, 3, cell, cell, 3) and tiles.dtype == np.uint8
+    assert (tiles[1, 2] == 128).all(), "an empty slot is mid-grey"
+    # unit 1's rank-1 tile == the reconstruction of image 5 at (6, 6), cut to its box
+    x = loaded.normalize(probe[5:6])
+    rec = reconstruct(loaded, "conv3", x, [1], [(6, 6)])[0].numpy()
+    top, left, bottom, right = unit_box(RF(info.rf_size, info.rf_stride, info.rf_offset), 6, 6)
+    canvas = np.zeros((3, bottom - top, right - left), dtype=np.float32)
+    canvas[:, max(-top, 0) : 32 - top, max(-left, 0) : 32 - left] = rec[:, max(top, 0) :, max(left, 0) :]
+    expected = _crop.fit_cell(to_display(canvas, float(np.abs(rec).max())), cell)
+    assert np.abs(tiles[0, 0].astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_reconstruct_topk_linear_layer() -> None:
+    torch.manual_seed(0)
+    model = _TinyClassifier().eval()
+    loaded = _loaded(model, 32)
+    probe = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    info = loaded.layer("fc1")
+    zeros = np.zeros((4, 2), dtype=np.int32)
+    tiles = reconstruct_topk(
+        loaded,
+        lambda i: probe[i],
+        info,
+        _TopK(np.array([[0, 1]] * 4), zeros, zeros),
+        [0, 3],
+        method="guided",
+        image_size=32,
+    )
+    assert tiles.shape == (2, 2, 32, 32, 3)
+
+
+def test_to_display_is_symmetric_around_grey() -> None:
+    rec = np.zeros((3, 2, 2), dtype=np.float32)
+    rec[0, 0, 0], rec[1, 1, 1] = 4.0, -2.0
+    out = to_display(rec)
+    assert out.shape == (2, 2, 3)
+    assert out[0, 0, 0] == 255 and out[1, 1, 1] == 64 and out[0, 1, 2] == 128
