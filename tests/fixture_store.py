@@ -5,10 +5,20 @@ docs/INTERNALS.md exactly and writes through :mod:`sitegen.store`, so a change o
 shows up here as a failing test rather than as a silently stale fixture.
 
 What it holds: one dataset (``shapes``: procedurally drawn line sketches, 6 classes), two networks on
-it — ``tiny-alex`` (checkpoints epoch-1 and epoch-2, both with atlas pages, training history) and
-``tiny-vgg`` (one checkpoint) — each with layers conv1 (conv), conv2 (conv), fc6 (linear) and prob,
-unit sprites with two panels (patches, deconvnet; prob has patches only), a filter grid for conv1 and
-activation maps of three probe images.
+it — ``tiny-alex`` (checkpoints epoch-1 and epoch-2, both with atlas pages, training history, filter
+weights) and ``tiny-vgg`` (one checkpoint, no weights.npz) — each with layers conv1 (conv), conv2
+(conv), fc6 (linear) and prob, unit sprites with two panels (patches, deconvnet; prob has patches
+only), a filter grid for conv1 and activation maps of three probe images.
+
+Epochs differ in a controlled way, so diffs have exact expected values (tests/test_diff.py):
+
+- ``prob`` unit ``u`` lists the probe images of class ``u`` first (ranks 1..k-1, index order), then
+  those of class ``u + 1``, then the rest: no randomness.
+- every later epoch derives each unit's top-k from the previous epoch's (:func:`evolve_topk`): odd
+  units swap ranks 1 and 2, and unit ``u`` replaces its last ``u % 3`` images by the smallest-index
+  probe images not in its list.
+- filter weights (``weights.npz``: conv1, conv2, fc6) of unit ``u`` turn by ``u * 7.5`` degrees per
+  epoch (:data:`TURN_DEGREES`), so the cosine between consecutive epochs is ``cos(u * 7.5°)``.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ import io
 import math
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +39,7 @@ from sitegen.store.manifest import (
     CheckpointManifest,
     CheckpointRef,
     DatasetRecord,
+    DiffRef,
     EpochRecord,
     GridLayout,
     LayerRecord,
@@ -42,6 +54,7 @@ XSS_TITLE = "Fixture atlas <script>alert('title')</script> & co"
 CLASSES = ("circle", "square", "triangle", "cross", "zigzag", "spiral")
 DEFAULT_UNITS = {"conv1": 8, "conv2": 12, "fc6": 16}
 IMAGE_SIZE = 48
+TURN_DEGREES = 7.5  # per unit index and epoch: the fixture's filter weights rotate by u * 7.5°
 PER_CLASS_PROBE = 8
 PER_CLASS_TRAIN = 24
 
@@ -67,6 +80,9 @@ def make_fixture_store(
     distinct_sprites: int | None = None,
     networks: Sequence[str] = ("tiny-alex", "tiny-vgg"),
     seed: int = 0,
+    epochs: int = 2,
+    weights: bool = True,
+    diff: bool = False,
 ) -> Path:
     """Write the fixture store under ``root`` and return ``root``.
 
@@ -86,6 +102,11 @@ def make_fixture_store(
             longer match the mined images, which render does not check).
         networks: which of the two networks to write (one network: no compare page).
         seed: seed of every random choice (the store is deterministic for a given seed).
+        epochs: checkpoints of ``tiny-alex`` (epoch-1 … epoch-N); the first and the last have atlas
+            pages, the ones between only store entries (what feature evolution reads).
+        weights: write ``weights.npz`` (filter weights) for ``tiny-alex``'s checkpoints.
+        diff: also diff ``tiny-alex`` epoch-1 against its last epoch into ``store/diffs/`` and list it
+            in build.json (needs ``tiny-alex`` and ``epochs >= 2``).
 
     Returns:
         ``root``, for chaining.
@@ -105,8 +126,12 @@ def make_fixture_store(
 
     labels, images = _write_dataset(store, classes, seed)
 
+    alex = [
+        (f"epoch-{i + 1}", 0.55 if i == 0 else round(0.55 + 0.23 * i / (epochs - 1), 3))
+        for i in range(epochs)
+    ]
     nets = {
-        "tiny-alex": ("zoo:tiny_alex", [("epoch-1", 0.55), ("epoch-2", 0.78)]),
+        "tiny-alex": ("zoo:tiny_alex", alex),
         "tiny-vgg": ("zoo:tiny_vgg", [("final", 0.83)]),
     }
     nets = {name: nets[name] for name in networks}
@@ -150,14 +175,20 @@ def make_fixture_store(
                 normalization=Normalization(kind="dataset", mean=(0.93, 0.93, 0.93), std=(0.21, 0.21, 0.21)),
                 layers=layer_recs,
                 checkpoints=[
-                    CheckpointRef(name=c, accuracy=acc, atlas=True, epoch=(i + 1) if training else None)
+                    CheckpointRef(
+                        name=c,
+                        accuracy=acc,
+                        atlas=i in (0, len(ckpts) - 1),
+                        epoch=(i + 1) if training else None,
+                    )
                     for i, (c, acc) in enumerate(ckpts)
                 ],
                 training=training,
             )
         )
+        prev: _Epoch | None = None
         for ckpt, acc in ckpts:
-            _write_checkpoint(
+            prev = _write_checkpoint(
                 store,
                 net,
                 ckpt,
@@ -170,8 +201,18 @@ def make_fixture_store(
                 shown,
                 distinct_sprites,
                 rng,
+                prev,
+                weights and net == "tiny-alex",
             )
 
+    refs = []
+    if diff:
+        from sitegen.diff import DiffSide, diff_name, diff_stores, write_diff
+
+        sa, sb = DiffSide(root, "tiny-alex", alex[0][0]), DiffSide(root, "tiny-alex", alex[-1][0])
+        name = diff_name(sa, sb)
+        write_diff(store, name, diff_stores(sa, sb))
+        refs.append(DiffRef(a=sa.ref, b=sb.ref, name=name))
     title = XSS_TITLE if xss else "Fixture atlas"
     store.write_build(
         BuildRecord(
@@ -184,7 +225,7 @@ def make_fixture_store(
             timings={"data": 0.41, "train": 12.3, "mine": 3.14, "analyses": 5.2, "store": 0.8},
             datasets=["shapes"],
             networks=list(nets),
-            diffs=[],
+            diffs=refs,
         )
     )
     return root
@@ -262,8 +303,11 @@ def _write_checkpoint(
     shown: Mapping[str, int] | None,
     distinct_sprites: int | None,
     rng: np.random.Generator,
-) -> None:
+    prev: _Epoch | None,
+    write_weights: bool,
+) -> _Epoch:
     n_probe = len(labels)
+    epoch = _Epoch(images={}, weights={})
     mined: dict[str, np.ndarray] = {}
     classes: dict[str, np.ndarray] = {}
     shown_units: dict[str, list[int]] = {}
@@ -278,20 +322,36 @@ def _write_checkpoint(
         rows = np.zeros((u, k), np.int32)
         cols = np.zeros((u, k), np.int32)
         boxes = np.zeros((u, k, 4), np.int32)
+        if prev is not None:
+            imgs[:] = evolve_topk(prev.images[lay.name], n_probe)
         for unit in range(u):
-            # A unit prefers one class; its purity decides how many of its top-k come from it.
             dom = unit % n_classes
-            own = np.flatnonzero(labels == dom)
-            other = np.flatnonzero(labels != dom)
-            n_own = k if lay.kind == "prob" else int(rng.integers(k // 3, k + 1))
-            pick = np.concatenate(
-                [
-                    rng.choice(own, min(n_own, len(own)), replace=False),
-                    rng.choice(other, k - min(n_own, len(own)), replace=False),
-                ]
-            )
-            rng.shuffle(pick[: k // 2])
-            imgs[unit] = pick
+            if prev is not None:
+                pick = imgs[unit]
+            elif lay.kind == "prob":
+                nxt = (dom + 1) % n_classes
+                order = np.concatenate(
+                    [
+                        np.flatnonzero(labels == dom)[: k - 1],
+                        np.flatnonzero((labels == nxt) & (nxt != dom)),
+                        np.flatnonzero(labels == dom)[k - 1 :],
+                        np.flatnonzero((labels != dom) & (labels != nxt)),
+                    ]
+                )
+                pick = imgs[unit] = order[:k]
+            else:
+                # A unit prefers one class; its purity decides how many of its top-k come from it.
+                own = np.flatnonzero(labels == dom)
+                other = np.flatnonzero(labels != dom)
+                n_own = int(rng.integers(k // 3, k + 1))
+                pick = np.concatenate(
+                    [
+                        rng.choice(own, min(n_own, len(own)), replace=False),
+                        rng.choice(other, k - min(n_own, len(own)), replace=False),
+                    ]
+                )
+                rng.shuffle(pick[: k // 2])
+                imgs[unit] = pick
             values[unit] = np.sort(rng.gamma(3.0, 2.0, k).astype(np.float32))[::-1] + (0.0 if side else 1.0)
             if lay.kind == "prob":
                 values[unit] = np.sort(rng.uniform(0.5, 1.0, k).astype(np.float32))[::-1]
@@ -305,6 +365,14 @@ def _write_checkpoint(
                     boxes[unit, j] = _box(lay, int(rows[unit, j]), int(cols[unit, j]))
             else:
                 boxes[unit] = (0, 0, IMAGE_SIZE, IMAGE_SIZE)
+        epoch.images[lay.name] = imgs
+        if write_weights and lay.kind in ("conv", "linear"):
+            fan_in = 75 if lay.name == "conv1" else 4 * layers[layers.index(lay) - 1].units
+            epoch.weights[lay.name] = (
+                rng.normal(0, 1, (u, fan_in)).astype(np.float32)
+                if prev is None
+                else _turn(prev.weights[lay.name], rng)
+            )
         top_labels = labels[imgs]
         per_rank = np.stack([np.bincount(top_labels[:, r], minlength=n_classes) for r in range(k)]).astype(
             np.float32
@@ -365,6 +433,8 @@ def _write_checkpoint(
     classes |= {"overall/weighted": overall.astype(np.float32), "confusion": confusion}
     store.write_arrays(net, ckpt, "mined", mined)
     store.write_arrays(net, ckpt, "classes", classes)
+    if epoch.weights:
+        store.write_arrays(net, ckpt, "weights", epoch.weights)
 
     filters = _write_filters(store, net, ckpt, layers[0].units, rng)
     _write_actmaps(store, net, ckpt, layers, labels, top5, top5_prob, rng)
@@ -396,6 +466,47 @@ def _write_checkpoint(
             reconstructions=["deconvnet"],
         )
     )
+    return epoch
+
+
+@dataclass(frozen=True)
+class _Epoch:
+    """What the next epoch derives from: top-k images and filter weights per layer."""
+
+    images: dict[str, np.ndarray]
+    weights: dict[str, np.ndarray]
+
+
+def evolve_topk(prev: np.ndarray, n_probe: int) -> np.ndarray:
+    """The next epoch's top-k lists ``[U, k]`` from the previous ones, by a rule tests derive by hand:
+    odd units swap ranks 1 and 2; unit ``u`` replaces its last ``u % 3`` images by the smallest-index
+    probe images that are not in its list (so its overlap with the previous epoch is ``k - u % 3``)."""
+    out = prev.copy()
+    k = prev.shape[1]
+    if k < 4:
+        return out
+    for u in range(len(prev)):
+        row = prev[u].tolist()
+        if u % 2 == 1:
+            row[0], row[1] = row[1], row[0]
+        s = u % 3
+        if s:
+            taken = set(row)
+            row[k - s :] = [i for i in range(n_probe) if i not in taken][:s]
+        out[u] = row
+    return out
+
+
+def _turn(w: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Rotate each row ``w[u]`` by ``u * TURN_DEGREES`` within a random plane, keeping its norm."""
+    out = np.empty_like(w)
+    for u, row in enumerate(w.astype(np.float64)):
+        r = rng.normal(0, 1, row.shape)
+        v = r - (r @ row) / (row @ row) * row
+        v *= np.linalg.norm(row) / np.linalg.norm(v)
+        t = math.radians(u * TURN_DEGREES)
+        out[u] = math.cos(t) * row + math.sin(t) * v
+    return out
 
 
 def _box(lay: LayerRecord, row: int, col: int) -> tuple[int, int, int, int]:

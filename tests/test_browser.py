@@ -34,6 +34,9 @@ PAGES = {
     "layer": "tiny-alex/conv2/index.html",
     "unit": "tiny-alex/conv2/unit-0003.html",
     "compare": "compare/shapes.html",
+    "diff": "diff/tiny-alex@epoch-1--tiny-alex@epoch-2/index.html",
+    "evolution": "tiny-alex/evolution/index.html",
+    "evolution-layer": "tiny-alex/evolution/conv2.html",
 }
 
 
@@ -59,9 +62,10 @@ class _Quiet(SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="session")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """(base URL ending in /REPO/, site folder) of the XSS fixture's site behind a local server."""
+    """(base URL ending in /REPO/, site folder) of the XSS fixture's site (with its epoch diff) behind a
+    local server."""
     root = tmp_path_factory.mktemp("www")
-    store = make_fixture_store(tmp_path_factory.mktemp("browser-store") / "store", xss=True)
+    store = make_fixture_store(tmp_path_factory.mktemp("browser-store") / "store", xss=True, diff=True)
     site = root / "REPO"
     render_site(store, site)
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(root)))
@@ -215,3 +219,40 @@ def test_charts_render_from_file_urls(browser: Browser, served: tuple[str, Path]
     page = browser.open((site / "tiny-alex/conv2/index.html").as_uri())
     assert page.locator("#fig-preference .main-svg").count() >= 1
     assert not browser.errors, browser.errors
+
+
+def test_diff_page_switches_the_preference_chart(browser: Browser, served: tuple[str, Path]) -> None:
+    base, _site = served
+    page = browser.open(base + PAGES["diff"])
+    assert page.locator("#fig-diff-overlap g.point").count() == 4  # one bar per layer
+    assert page.locator("#fig-diff-pref .main-svg").count() >= 1
+    before = page.locator("#fig-diff-pref .xtick text").all_text_contents()
+    page.select_option("#pref-layer", label="prob")
+    page.wait_for_function(
+        "document.getElementById('fig-diff-pref').getAttribute('data-figure') === 'fig-diff-pref-3-data'"
+    )
+    page.wait_for_timeout(200)
+    after = page.locator("#fig-diff-pref .xtick text").all_text_contents()
+    assert after[0] == "circle" and after != before  # prob's epoch-2 favours circles (fixture rule)
+    assert XSS_CLASS in after and page.locator('img[src="x"]').count() == 0
+    # Sprites side by side, linked to both atlases' unit pages.
+    links = page.locator("#layer-0 .sprite-view a").evaluate_all(
+        "els => els.map(e => e.getAttribute('href'))"
+    )
+    assert (
+        "../../tiny-alex/@epoch-1/conv1/unit-0005.html" in links
+        and "../../tiny-alex/conv1/unit-0005.html" in links
+    )
+    assert not browser.errors and not browser.dialogs
+
+
+def test_evolution_cells_show_rank_one_tiles(browser: Browser, served: tuple[str, Path]) -> None:
+    base, _site = served
+    page = browser.open(base + PAGES["evolution-layer"])
+    cells = page.locator(".evo-cell .cell")
+    assert cells.count() == 12 * 2 * 2  # 12 units x 2 checkpoints x (patch, deconvnet)
+    box = cells.first.bounding_box()
+    assert box and box["width"] == pytest.approx(box["height"], abs=1)  # square cells, cut from the sprite
+    page.locator(".evo-cell").first.click()
+    page.wait_for_url(re.compile(r"/REPO/tiny-alex/@epoch-1/conv2/unit-0000\.html$"))
+    assert not browser.errors

@@ -446,3 +446,123 @@ def preference_comparison(
             margin={"t": 40},
         ),
     }
+
+
+def layer_color(index: int, n: int) -> str:
+    """The colour of the ``index``-th of ``n`` layers: light teal (shallow) to dark blue (deep)."""
+    t = index / max(n - 1, 1)
+    return f"hsl({180 + 45 * t:.0f}, {60 + 10 * t:.0f}%, {58 - 30 * t:.0f}%)"
+
+
+def diff_overlap(
+    layers: Sequence[str],
+    mean_overlap: Sequence[float],
+    mean_rank_corr: Sequence[float],
+    k: int,
+    *,
+    height: int = 300,
+) -> Chart:
+    """Mean top-k overlap per layer between two checkpoints (bars, left axis 0..k) and the mean rank
+    correlation of the top-k lists (diamonds, right axis -1..1), diff page."""
+    names = [plotly_text(n) for n in layers]
+    return {
+        "data": [
+            {
+                "type": "bar",
+                "name": f"mean top-{k} overlap",
+                "x": names,
+                "y": _round(mean_overlap, 3),
+                "marker": {"color": [layer_color(i, len(names)) for i in range(len(names))]},
+                "text": [f"{v:.1f}" for v in mean_overlap],
+                "textposition": "inside",
+                "insidetextanchor": "end",
+                "textfont": {"color": "#ffffff"},
+                "hovertemplate": f"<b>%{{x}}</b><br>%{{y:.2f}} of the top-{k} images kept<extra></extra>",
+            },
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": "mean rank correlation",
+                "x": names,
+                "y": _round(mean_rank_corr, 3),
+                "yaxis": "y2",
+                "marker": {
+                    "symbol": "diamond",
+                    "size": 12,
+                    "color": "#e07b39",
+                    "line": {"color": "#fff", "width": 1},
+                },
+                "hovertemplate": "<b>%{x}</b><br>rank correlation %{y:.3f}<extra></extra>",
+            },
+        ],
+        "layout": _layout(
+            height,
+            showlegend=True,
+            legend=_TOP_LEGEND,
+            xaxis={"type": "category"},
+            yaxis={"title": {"text": f"of top-{k} kept"}, "range": [0, k * 1.12], "fixedrange": True},
+            yaxis2={
+                "title": {"text": "rank correlation"},
+                "overlaying": "y",
+                "side": "right",
+                "range": [-1, 1.12],
+                "tickvals": [-1, -0.5, 0, 0.5, 1],
+                "showgrid": False,
+                "zeroline": False,
+                "fixedrange": True,
+            },
+            margin={"r": 64, "t": 40},
+        ),
+    }
+
+
+def stability_curves(
+    layers: Sequence[str],
+    x: Sequence[int | str],
+    series: Sequence[Sequence[float | None]],
+    k: int,
+    *,
+    numeric: bool = True,
+    height: int = 360,
+) -> Chart:
+    """Feature stability during training: per layer (one line each, shallow light → deep dark), the mean
+    top-k overlap of its units with the final checkpoint at every checkpoint (Zeiler & Fergus 2013 §4.1).
+
+    Args:
+        layers: layer names.
+        x: epoch numbers (``numeric``) or checkpoint names, one per checkpoint.
+        series: per layer, the mean overlap (0..k) per checkpoint; None where it could not be computed.
+        k: the top-k.
+        numeric: x holds epoch numbers (a linear axis) rather than names (a category axis).
+        height: chart height in px.
+    """
+    xs = list(x) if numeric else [plotly_text(str(v)) for v in x]
+    data = [
+        {
+            "type": "scatter",
+            "mode": "lines+markers",
+            "name": plotly_text(name),
+            "x": xs,
+            "y": [None if v is None else round(float(v), 3) for v in values],
+            "line": {"color": layer_color(i, len(layers)), "width": 3},
+            "marker": {"size": 8},
+            "hovertemplate": f"{plotly_text(name)}, %{{x}}: %{{y:.2f}} of the final top-{k}<extra></extra>",
+        }
+        for i, (name, values) in enumerate(zip(layers, series, strict=True))
+    ]
+    xaxis: dict[str, Any] = {"title": {"text": "epoch" if numeric else "checkpoint"}}
+    if not numeric:
+        xaxis["type"] = "category"
+    elif len(xs) <= 20:
+        xaxis["dtick"] = 1
+    return {
+        "data": data,
+        "layout": _layout(
+            height,
+            showlegend=True,
+            legend={"orientation": "v", "x": 1.01, "y": 1, "font": {"size": 12}, "title": {"text": "layer"}},
+            xaxis=xaxis,
+            yaxis={"title": {"text": f"mean overlap with final top-{k}"}, "range": [0, k * 1.05]},
+            margin={"r": 110},
+        ),
+    }

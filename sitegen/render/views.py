@@ -17,6 +17,9 @@ img/<dataset>/<idx>.png        probe images (only those a page shows)
 <net>/<layer>/unit-0007.html   unit page; its sprite unit-0007.webp beside it
 <net>/filters.png, <net>/actmaps/…
 <net>/@<checkpoint>/…          the same tree for every other atlas checkpoint
+<net>/evolution/index.html     feature evolution: stability curves (>= 2 checkpoints with store entries)
+<net>/evolution/<layer>.html   rank-1 patch + reconstruction of sampled units at every checkpoint
+diff/<name>/index.html         a diff of two checkpoints (build.json `diffs`, :mod:`sitegen.diff`)
 ```
 """
 
@@ -32,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from sitegen.errors import RenderError
+from sitegen.diff import DiffSide, StoreDiff, read_diff, top_bottom, topk_overlap
+from sitegen.errors import RenderError, StoreError
 from sitegen.render import charts
 from sitegen.store import BuildRecord, CheckpointManifest, DatasetRecord, NetworkRecord, Store, codecs
 from sitegen.store.manifest import CheckpointRef, LayerRecord, SpriteLayout
@@ -53,7 +57,12 @@ _PANEL_LABELS = {
 
 # Names a network (at the top) or a layer (inside a network) may not take: site files live there.
 _RESERVED_TOP = frozenset({"index.html", "assets", "img", "compare", "diff"})
-_RESERVED_NET = frozenset({"index.html", "filters.png", "actmaps"})
+_RESERVED_NET = frozenset({"index.html", "filters.png", "actmaps", "evolution"})
+# Evolution pages are <net>/evolution/<layer>.html beside index.html.
+_RESERVED_EVO = frozenset({"index"})
+
+EVOLUTION_UNITS = 16  # units per feature-evolution page (Zeiler & Fergus 2013, Fig. 4, shows a few)
+DIFF_UNITS = 4  # most- and least-changed units shown per layer on a diff page
 
 
 # --- view models ------------------------------------------------------------------------------------
@@ -241,6 +250,7 @@ class NetworkCard:
     facts: tuple[Fact, ...]
     figure: Figure | None
     checkpoints: tuple[Link, ...]
+    related: tuple[Link, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +259,111 @@ class CompareColumn:
     href: str
     facts: tuple[Fact, ...]
     bias: tuple[BiasRow, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClassShift:
+    """Classes that entered / left a layer's top (or bottom) list from checkpoint A to B."""
+
+    entered: tuple[Chip, ...]
+    left: tuple[Chip, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DiffLayerRow:
+    """A row of a diff page's layer table; every value formatted."""
+
+    name: str
+    anchor: str
+    units: str
+    overlap: str
+    overlap_pct: float
+    rank_corr: str
+    l1: str
+    js: str
+    purity: str
+    dominant: str
+    cosine: str
+    top: ClassShift
+    bottom: ClassShift
+
+
+@dataclass(frozen=True, slots=True)
+class SpriteView:
+    """A whole unit sprite (patches, reconstructions) with its cell grid and unit page ("" if none)."""
+
+    img: Img
+    grid: str
+    href: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnitChange:
+    """A unit on a diff page: how it changed, and its sprite in A and in B (None: no sprite there)."""
+
+    unit: int
+    overlap: str
+    overlap_pct: float
+    rank_corr: str
+    purity: str
+    dominant_a: Chip
+    dominant_b: Chip
+    dominant_changed: bool
+    cosine: str
+    a: SpriteView | None
+    b: SpriteView | None
+
+
+@dataclass(frozen=True, slots=True)
+class DiffSection:
+    """One layer of a diff page: its summary row and its most- and least-changed units."""
+
+    row: DiffLayerRow
+    most: tuple[UnitChange, ...]
+    least: tuple[UnitChange, ...]
+    note: str
+    has_cosine: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EvoColumn:
+    """A checkpoint column of the feature-evolution pages."""
+
+    name: str
+    note: str
+    accuracy: str
+    href: str
+
+
+@dataclass(frozen=True, slots=True)
+class EvoCell:
+    """A unit's rank-1 patch and reconstruction at one checkpoint, cut from that checkpoint's sprite."""
+
+    src: str
+    cells: tuple[SpriteCell, ...]
+    overlap: str
+    href: str
+    title: str
+
+
+@dataclass(frozen=True, slots=True)
+class EvoRow:
+    """A unit across checkpoints (None: the unit has no sprite at that checkpoint)."""
+
+    unit: int
+    label: str
+    href: str
+    cells: tuple[EvoCell | None, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EvoLayerRow:
+    """A layer in the stability table: mean top-k overlap with the final checkpoint per checkpoint."""
+
+    name: str
+    href: str
+    values: tuple[str, ...]
+    pcts: tuple[float, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,6 +466,30 @@ def _shape(shape: Sequence[int]) -> str:
     return "×".join(str(s) for s in shape)
 
 
+def _sprite_cells(sprite: SpriteLayout, rank: int, n_panels: int | None = None) -> tuple[SpriteCell, ...]:
+    """The cells of 0-based ``rank`` in each panel of a sprite (the first ``n_panels`` panels), as CSS
+    background-size/position in percent, so a cell scales to any display size."""
+    row, col = divmod(rank, sprite.cols)
+    n_cols = len(sprite.panels) * sprite.cols
+    size_css = f"{n_cols * 100}% {sprite.rows * 100}%"
+    y = f"{100 * row / (sprite.rows - 1):.4g}%" if sprite.rows > 1 else "0%"
+    return tuple(
+        SpriteCell(
+            _PANEL_LABELS.get(panel, panel),
+            size_css,
+            f"{100 * (p * sprite.cols + col) / (n_cols - 1):.4g}% {y}" if n_cols > 1 else f"0% {y}",
+        )
+        for p, panel in enumerate(sprite.panels[:n_panels])
+    )
+
+
+def _signed(x: float, digits: int = 1, unit: str = " pp") -> str:
+    """``+2.5 pp``, ``−1.4 pp`` (a real minus sign), ``0.0 pp`` (no sign when it rounds to zero)."""
+    if round(x, digits) == 0:
+        return f"{0:.{digits}f}{unit}"
+    return f"{x:+.{digits}f}{unit}".replace("-", "−")
+
+
 # --- the planner ------------------------------------------------------------------------------------
 
 
@@ -398,6 +537,9 @@ class _Planner:
         self.files: dict[str, Path] = {}
         self.pages: list[Page] = []
         self._imgs: dict[tuple[str, int, int], Img] = {}
+        self._layouts: set[tuple[str, str, str, str]] = set()
+        self._manifests: dict[tuple[str, str], CheckpointManifest] = {}
+        self._mined: dict[tuple[str, str], Mapping[str, np.ndarray]] = {}
 
     # -- orchestration --
     def plan(self) -> SitePlan:
@@ -423,6 +565,21 @@ class _Planner:
             created=_date(build.created),
         )
 
+        # Issue 6: diffs (listed in build.json) and feature evolution (>= 2 checkpoint entries).
+        self.nets = {n.name: n for n in nets}
+        self._root = self.store.root.resolve()
+        self.entries = {n.name: self._store_entries(n) for n in nets}
+        self.evo_slugs = {
+            n.name: _unique_slugs(self._manifest(n.name, self.entries[n.name][-1].name).layers, _RESERVED_EVO)
+            for n in nets
+            if len(self.entries[n.name]) >= 2
+        }
+        diffs: dict[str, StoreDiff] = {}
+        for diff_ref in build.diffs:
+            if diff_ref.name not in diffs:
+                diffs[diff_ref.name] = read_diff(self.store, diff_ref.name)
+        self.related = {n.name: self._related(n, diffs) for n in nets}
+
         last: dict[str, _Checkpoint] = {}
         for net in nets:
             atlas = self._atlas(net)
@@ -430,9 +587,13 @@ class _Planner:
                 ck = self._checkpoint(net, ref.name, self._base(net, ref.name))
                 self._network_pages(ck, datasets[net.dataset], atlas)
                 last[net.name] = ck  # atlas checkpoints are in order: the last one wins
+        for net in nets:
+            if net.name in self.evo_slugs:
+                self._evolution_pages(net)
         for ds_name, ns in compares.items():
             self._compare_page(datasets[ds_name], [last[n.name] for n in ns])
-        self._index_page(build, datasets, nets, compares)
+        diff_links = tuple(self._diff_page(name, d) for name, d in diffs.items())
+        self._index_page(build, datasets, nets, compares, diff_links)
         return SitePlan(pages=tuple(self.pages), files=dict(self.files))
 
     @staticmethod
@@ -478,7 +639,7 @@ class _Planner:
         return _Dataset(rec=rec, slug=slug(name), labels=labels.tolist(), chips=chips)
 
     def _checkpoint(self, net: NetworkRecord, name: str, base: str) -> _Checkpoint:
-        m = self.store.read_manifest(net.name, name)
+        m = self._manifest(net.name, name)
         known = {lay.name for lay in net.layers}
         missing = [lay for lay in m.layers if lay not in known]
         if missing:
@@ -491,7 +652,7 @@ class _Planner:
             name=name,
             base=base,
             manifest=m,
-            mined=self.store.read_arrays(net.name, name, "mined"),
+            mined=self._mined_arrays(net.name, name),
             classes=self.store.read_arrays(net.name, name, "classes"),
             layer_slugs=_unique_slugs(m.layers, _RESERVED_NET),
             dir=self.store.checkpoint_dir(net.name, name),
@@ -521,9 +682,7 @@ class _Planner:
         exemplars: np.ndarray | None,
     ) -> tuple[tuple[ClassPick, ...], tuple[ClassPick, ...]]:
         """Top-n and bottom-n classes of a weighted histogram (n = 5, fewer for tiny datasets)."""
-        n_cls = len(weighted)
-        n = max(1, min(5, n_cls // 2))
-        order = np.argsort(-weighted, kind="stable").tolist()
+        top, bottom = top_bottom(weighted)  # the same top/bottom classes as the diff pages compare
         total = float(weighted.sum()) or 1.0
 
         def pick(c: int) -> ClassPick:
@@ -535,7 +694,7 @@ class _Planner:
             thumb = self._image(ds, idx[0], TINY) if idx else None
             return ClassPick(ds.chips[c], f"{100 * float(weighted[c]) / total:.1f}%", thumb, thumbs)
 
-        return tuple(pick(c) for c in order[:n]), tuple(pick(c) for c in reversed(order[-n:]))
+        return tuple(pick(c) for c in top), tuple(pick(c) for c in bottom)
 
     def _bias_rows(self, ck: _Checkpoint, ds: _Dataset) -> tuple[BiasRow, ...]:
         rows = []
@@ -646,6 +805,7 @@ class _Planner:
             checkpoint=ck.name,
             facts=facts,
             tabs=tabs if len(tabs) > 1 else (),
+            related=self.related[net.name],
             layers=tuple(rows),
             bias=self._bias_rows(ck, ds),
             figures=figures,
@@ -743,11 +903,26 @@ class _Planner:
         return tuple(out)
 
     def _sprite_layout(self, ck: _Checkpoint, layer: str, units: Sequence[int]) -> SpriteLayout | None:
-        lay = ck.manifest.sprites.get(layer)
+        return self._checked_layout(self.store, ck.net.name, ck.name, ck.manifest, layer, units)
+
+    def _checked_layout(
+        self,
+        store: Store,
+        network: str,
+        checkpoint: str,
+        manifest: CheckpointManifest,
+        layer: str,
+        units: Sequence[int],
+    ) -> SpriteLayout | None:
+        """A layer's sprite layout, checked once against one of its sprites (None: no sprites)."""
+        lay = manifest.sprites.get(layer)
         if lay is None or not units:
             return None
+        key = (str(store.root), network, checkpoint, layer)
+        if key in self._layouts:
+            return lay
         # One file per layer is enough to catch a sprite writer and reader that disagree on the layout.
-        path = self.store.sprite_path(ck.net.name, ck.name, layer, units[0])
+        path = store.sprite_path(network, checkpoint, layer, units[0])
         if not path.is_file():
             raise RenderError(f"{path}: missing; the store is incomplete, rerun `sitegen build`")
         want = (len(lay.panels) * lay.cols * lay.cell, lay.rows * lay.cell)
@@ -757,6 +932,7 @@ class _Planner:
                 f"{path}: sprite is {got[0]}x{got[1]} px but manifest.json's layout "
                 f"({lay.panels}, {lay.cols}x{lay.rows} cells of {lay.cell} px) needs {want[0]}x{want[1]}"
             )
+        self._layouts.add(key)
         return lay
 
     def _layer_pages(self, ck: _Checkpoint, ds: _Dataset, rec: LayerRecord) -> None:
@@ -872,6 +1048,10 @@ class _Planner:
             Fact("mean purity", f"{mean * 100:.0f}%"),
             Fact("top-k", str(m.top_k)),
         )
+        evo = self.evo_slugs.get(ck.net.name, {}).get(layer)
+        evolution = (
+            Link(f"{self.net_slugs[ck.net.name]}/evolution/{evo}.html", "Feature evolution") if evo else None
+        )
         layer_names = m.layers
         i = layer_names.index(layer)
         sib_prev = layer_names[i - 1] if i > 0 else None
@@ -905,6 +1085,7 @@ class _Planner:
                 pager=pager,
                 page_note=f"units {first}–{last}, page {p + 1} of {n_pages}" if n_pages > 1 else "",
                 n_units=len(units),
+                evolution=evolution,
                 prev_layer=Link(f"{ck.base}{ck.layer_slugs[sib_prev]}/index.html", sib_prev)
                 if sib_prev
                 else None,
@@ -939,20 +1120,7 @@ class _Planner:
                 )
             cells: tuple[SpriteCell, ...] = ()
             if sprite is not None and r < sprite.cols * sprite.rows:
-                row, col = divmod(r, sprite.cols)
-                n_cols = len(sprite.panels) * sprite.cols
-                size_css = f"{n_cols * 100}% {sprite.rows * 100}%"
-                y = f"{100 * row / (sprite.rows - 1):.4g}%" if sprite.rows > 1 else "0%"
-                cells = tuple(
-                    SpriteCell(
-                        _PANEL_LABELS.get(panel, panel),
-                        size_css,
-                        f"{100 * (p * sprite.cols + col) / (n_cols - 1):.4g}% {y}"
-                        if n_cols > 1
-                        else f"0% {y}",
-                    )
-                    for p, panel in enumerate(sprite.panels)
-                )
+                cells = _sprite_cells(sprite, r)
             out.append(
                 TopEntry(
                     rank=r + 1,
@@ -1018,6 +1186,7 @@ class _Planner:
         datasets: Mapping[str, _Dataset],
         nets: Sequence[NetworkRecord],
         compares: Mapping[str, Sequence[NetworkRecord]],
+        diffs: tuple[Link, ...],
     ) -> None:
         cards = []
         for ds in datasets.values():
@@ -1076,6 +1245,7 @@ class _Planner:
                     facts,
                     fig,
                     tuple(reversed(links)),
+                    self.related[net.name],
                 )
             )
         total = sum(build.timings.values())
@@ -1091,8 +1261,6 @@ class _Planner:
             Link(f"compare/{datasets[ds].slug}.html", ds, note=" · ".join(n.name for n in ns))
             for ds, ns in compares.items()
         )
-        # Diff pages come from the diff stage; the seam is this list (empty until that stage renders them).
-        diffs: tuple[Link, ...] = ()
         self._page(
             "index.html",
             "index.html",
@@ -1106,3 +1274,387 @@ class _Planner:
             comparisons=comps,
             diffs=diffs,
         )
+
+    # -- diffs and feature evolution (issue 6) --
+    def _manifest(self, network: str, checkpoint: str) -> CheckpointManifest:
+        key = (network, checkpoint)
+        if key not in self._manifests:
+            self._manifests[key] = self.store.read_manifest(network, checkpoint)
+        return self._manifests[key]
+
+    def _mined_arrays(self, network: str, checkpoint: str) -> Mapping[str, np.ndarray]:
+        key = (network, checkpoint)
+        if key not in self._mined:
+            self._mined[key] = self.store.read_arrays(network, checkpoint, "mined")
+        return self._mined[key]
+
+    def _store_entries(self, net: NetworkRecord) -> list[CheckpointRef]:
+        """Checkpoints with a complete store entry (manifest.json), in training order."""
+        return [
+            c
+            for c in net.checkpoints
+            if (self.store.checkpoint_dir(net.name, c.name) / "manifest.json").is_file()
+        ]
+
+    def _is_local(self, side: DiffSide) -> bool:
+        return side.network in self.nets and Path(side.store_root).resolve() == self._root
+
+    def _related(self, net: NetworkRecord, diffs: Mapping[str, StoreDiff]) -> tuple[Link, ...]:
+        """Links from a network's pages to its feature evolution and to the diffs of its checkpoints."""
+        out = []
+        if net.name in self.evo_slugs:
+            out.append(
+                Link(
+                    f"{self.net_slugs[net.name]}/evolution/index.html",
+                    "Feature evolution",
+                    note=f"{len(self.entries[net.name])} checkpoints",
+                )
+            )
+        for name, d in diffs.items():
+            if any(s.network == net.name and self._is_local(s) for s in (d.a, d.b)):
+                out.append(Link(f"diff/{name}/index.html", f"Diff {d.a.ref} → {d.b.ref}", note="diff"))
+        return tuple(out)
+
+    def _atlas_unit(self, network: str, checkpoint: str, layer: str) -> str:
+        """Site folder of a layer's unit pages at ``checkpoint`` ("" when it has no atlas pages here)."""
+        net = self.nets.get(network)
+        if net is None or not any(c.name == checkpoint and c.atlas for c in net.checkpoints):
+            return ""
+        slugs = _unique_slugs(self._manifest(network, checkpoint).layers, _RESERVED_NET)
+        return f"{self._base(net, checkpoint)}{slugs[layer]}/" if layer in slugs else ""
+
+    def _diff_page(self, name: str, d: StoreDiff) -> Link:
+        path = f"diff/{name}/index.html"
+        k = d.top_k
+        chips = tuple(Chip(i, c, charts.class_color(i)) for i, c in enumerate(d.class_names))
+        sides = (self._diff_side("a", d.a), self._diff_side("b", d.b))
+        # One network: its checkpoints name the sides; across networks, the full refs do.
+        labels = [s.side.checkpoint if d.a.network == d.b.network else s.side.ref for s in sides]
+        layer_slugs = _unique_slugs([lay.name for lay in d.layers], frozenset())
+        n_cls = len(d.class_names)
+        sections, prefs = [], []
+        for i, lay in enumerate(d.layers):
+            cos = lay.mean_cosine
+            row = DiffLayerRow(
+                name=lay.name,
+                anchor=f"layer-{i}",
+                units=f"{lay.units:,}",
+                overlap=f"{lay.mean_overlap:.2f} / {k}",
+                overlap_pct=round(100 * lay.mean_overlap / max(k, 1), 1),
+                rank_corr=f"{lay.mean_rank_corr:.3f}",
+                l1=f"{lay.l1:.3f}",
+                js=f"{lay.js:.3f}",
+                purity=_signed(100 * lay.mean_purity_change),
+                dominant=f"{lay.dominant_changed * 100:.0f}%",
+                cosine="–" if cos is None else f"{cos:.3f}",
+                top=ClassShift(
+                    tuple(chips[c] for c in lay.entered_top), tuple(chips[c] for c in lay.left_top)
+                ),
+                bottom=ClassShift(
+                    tuple(chips[c] for c in lay.entered_bottom), tuple(chips[c] for c in lay.left_bottom)
+                ),
+            )
+            prefs.append(
+                Figure(
+                    f"fig-diff-pref-{i}",
+                    charts.preference_comparison(labels, [lay.weighted_a, lay.weighted_b], d.class_names),
+                    360 if n_cls <= charts.MANY_CLASSES else 420,
+                )
+            )
+            most, least, note = self._changed_units(name, d, i, sides, layer_slugs[lay.name], chips)
+            sections.append(DiffSection(row, most, least, note, lay.cosine is not None))
+
+        overview = Figure(
+            "fig-diff-overlap",
+            charts.diff_overlap(
+                [lay.name for lay in d.layers],
+                [lay.mean_overlap for lay in d.layers],
+                [lay.mean_rank_corr for lay in d.layers],
+                k,
+            ),
+            300,
+        )
+        facts = (
+            Fact("dataset", d.dataset),
+            Fact("probe fingerprint", d.fingerprint[:12]),
+            Fact("top-k", str(k)),
+            Fact(f"accuracy {labels[0]}", _pct(d.accuracy_a)),
+            Fact(f"accuracy {labels[1]}", _pct(d.accuracy_b)),
+            Fact("accuracy change", _signed(100 * d.accuracy_change)),
+            Fact("mean overlap", f"{d.mean_overlap:.2f} of {k}"),
+            Fact("filter weights", "compared (cosine)" if d.has_weights else "not stored: no cosine"),
+        )
+        side_links = tuple(
+            Link(f"{s.base}index.html" if s.base else "", s.side.ref, note=s.note) for s in sides
+        )
+        title = f"Diff · {d.a.ref} → {d.b.ref}"
+        self._page(
+            path,
+            "diff.html",
+            title,
+            [Link("index.html", "Atlas"), Link("", title)],
+            True,
+            a=d.a.ref,
+            b=d.b.ref,
+            labels=tuple(labels),
+            sides=side_links,
+            facts=facts,
+            k=k,
+            has_cosine=d.has_weights,
+            layers=tuple(sections),
+            overview=overview,
+            preferences=tuple(prefs),
+        )
+        return Link(
+            path,
+            f"{d.a.ref} → {d.b.ref}",
+            note=f"mean overlap {d.mean_overlap:.1f} of {k} · accuracy {_signed(100 * d.accuracy_change)}",
+        )
+
+    def _diff_side(self, key: str, side: DiffSide) -> _DiffSide:
+        local = self._is_local(side)
+        store = self.store if local else Store(side.store_root)
+        note, manifest = "", None
+        if local:
+            manifest = self._manifest(side.network, side.checkpoint)
+        else:
+            note = f"store {side.store_root}"
+            try:
+                manifest = store.read_manifest(side.network, side.checkpoint)
+            except StoreError:
+                # The diff's numbers are in this store; only the other store's sprites are lost.
+                note = f"store {side.store_root} is gone: no sprites"
+        base = ""
+        if local and any(c.name == side.checkpoint and c.atlas for c in self.nets[side.network].checkpoints):
+            base = self._base(self.nets[side.network], side.checkpoint)
+        return _DiffSide(key, side, store, manifest, base, note)
+
+    def _changed_units(
+        self,
+        name: str,
+        d: StoreDiff,
+        index: int,
+        sides: Sequence[_DiffSide],
+        lslug: str,
+        chips: Sequence[Chip],
+    ) -> tuple[tuple[UnitChange, ...], tuple[UnitChange, ...], str]:
+        """The most- and least-changed units of a layer (by overlap, ties by rank correlation) among the
+        units with pages (sprites) in both checkpoints."""
+        lay = d.layers[index]
+        shown = [set(s.manifest.shown_units.get(lay.name, [])) for s in sides if s.manifest is not None]
+        pool = set.intersection(*shown) if shown else set(range(lay.units))
+        cand = sorted(u for u in pool if 0 <= u < lay.units)
+        if not cand:
+            return (), (), "No unit of this layer has pages in both checkpoints."
+        ov, rho = lay.overlap.tolist(), lay.rank_corr.tolist()
+        n = min(DIFF_UNITS, (len(cand) + 1) // 2)
+        most = sorted(cand, key=lambda u: (ov[u], rho[u], u))[:n]
+        least = [u for u in sorted(cand, key=lambda u: (-ov[u], -rho[u], u)) if u not in most][:n]
+        pa, pb = lay.purity_a.tolist(), lay.purity_b.tolist()
+        da, db = lay.dominant_a.tolist(), lay.dominant_b.tolist()
+        cos = lay.cosine.tolist() if lay.cosine is not None else None
+
+        def change(u: int) -> UnitChange:
+            c = cos[u] if cos is not None else math.nan
+            return UnitChange(
+                unit=u,
+                overlap=f"{ov[u]} of {d.top_k}",
+                overlap_pct=round(100 * ov[u] / max(d.top_k, 1), 1),
+                rank_corr=f"{rho[u]:.3f}",
+                purity=f"{pa[u] * 100:.0f} → {pb[u] * 100:.0f}%",
+                dominant_a=chips[da[u]],
+                dominant_b=chips[db[u]],
+                dominant_changed=da[u] != db[u],
+                cosine="–" if math.isnan(c) else f"{c:.3f}",
+                a=self._diff_sprite(name, sides[0], lay.name, lslug, u, d.top_k),
+                b=self._diff_sprite(name, sides[1], lay.name, lslug, u, d.top_k),
+            )
+
+        return tuple(change(u) for u in most), tuple(change(u) for u in least), ""
+
+    def _diff_sprite(
+        self, name: str, sd: _DiffSide, layer: str, lslug: str, unit: int, k: int
+    ) -> SpriteView | None:
+        m = sd.manifest
+        units = m.shown_units.get(layer, []) if m is not None else []
+        if m is None or unit not in units:
+            return None
+        net, ck = sd.side.network, sd.side.checkpoint
+        lay = self._checked_layout(sd.store, net, ck, m, layer, units)
+        if lay is None:
+            return None
+        # A checkpoint with atlas pages here: its sprite is already in the site, beside its unit page.
+        folder = self._atlas_unit(net, ck, layer) if sd.base else ""
+        href = f"{folder}unit-{unit:04d}.html" if folder else ""
+        folder = folder or f"diff/{name}/{sd.key}/{lslug}/"
+        src = f"{folder}unit-{unit:04d}.webp"
+        self.files[src] = sd.store.sprite_path(net, ck, layer, unit)
+        n_cols = len(lay.panels) * lay.cols
+        img = Img(src, n_cols * lay.cell, lay.rows * lay.cell, f"{sd.side.ref} {layer} unit {unit}: top-{k}")
+        return SpriteView(img, f"--cols:{n_cols};--rows:{lay.rows}", href)
+
+    def _evolution_pages(self, net: NetworkRecord) -> None:
+        """Feature evolution (Zeiler & Fergus 2013, Fig. 4): sampled units' rank-1 patch and
+        reconstruction at every checkpoint with a store entry, and per-layer stability curves."""
+        entries = self.entries[net.name]
+        final = entries[-1]
+        mf = self._manifest(net.name, final.name)
+        k = mf.top_k
+        slugs = self.evo_slugs[net.name]
+        net_slug = self.net_slugs[net.name]
+        folder = f"{net_slug}/evolution/"
+        ck_slugs = _unique_slugs([c.name for c in entries], frozenset())
+        manifests = [self._manifest(net.name, c.name) for c in entries]
+        numeric = all(c.epoch is not None for c in entries)
+
+        # Top-k overlap of every unit with the final checkpoint (diff.topk_overlap), per layer and checkpoint.
+        overlaps: dict[str, list[np.ndarray | None]] = {}
+        final_path = self.store.checkpoint_dir(net.name, final.name) / "mined.npz"
+        for layer in mf.layers:
+            ref = _arr(self._mined_arrays(net.name, final.name), f"{layer}/images", final_path)
+            per: list[np.ndarray | None] = []
+            for c, m in zip(entries, manifests, strict=True):
+                imgs = self._mined_arrays(net.name, c.name).get(f"{layer}/images")
+                ok = imgs is not None and layer in m.layers and imgs.shape == ref.shape
+                per.append(topk_overlap(imgs, ref) if imgs is not None and ok else None)
+            overlaps[layer] = per
+        means = {
+            layer: [float(o.mean()) if o is not None and o.size else None for o in per]
+            for layer, per in overlaps.items()
+        }
+
+        columns = tuple(
+            EvoColumn(
+                c.name,
+                f"epoch {c.epoch}" if c.epoch is not None else "",
+                _pct(c.accuracy),
+                f"{self._base(net, c.name)}index.html" if c.atlas else "",
+            )
+            for c in entries
+        )
+        crumbs = [Link("index.html", "Atlas")]
+        if self._atlas(net):
+            crumbs.append(Link(f"{net_slug}/index.html", net.name))
+        index = f"{folder}index.html"
+        table = tuple(
+            EvoLayerRow(
+                layer,
+                f"{folder}{slugs[layer]}.html",
+                tuple("–" if v is None else f"{v:.2f}" for v in means[layer]),
+                tuple(0.0 if v is None else round(100 * v / max(k, 1), 1) for v in means[layer]),
+            )
+            for layer in mf.layers
+        )
+        figure = Figure(
+            "fig-stability",
+            charts.stability_curves(
+                list(mf.layers),
+                [c.epoch if numeric and c.epoch is not None else c.name for c in entries],
+                [means[layer] for layer in mf.layers],
+                k,
+                numeric=numeric,
+            ),
+            360,
+        )
+        common = {"net": net.name, "columns": columns, "k": k, "final": final.name}
+        self._page(
+            index,
+            "evolution.html",
+            f"{net.name} · feature evolution",
+            [*crumbs, Link("", "Feature evolution")],
+            True,
+            layer="",
+            figure=figure,
+            table=table,
+            rows=(),
+            means=(),
+            siblings=(),
+            **common,
+        )
+
+        for layer in mf.layers:
+            units = mf.shown_units.get(layer, [])
+            if len(units) > EVOLUTION_UNITS:  # evenly spaced over the shown units: deterministic
+                units = [units[i * len(units) // EVOLUTION_UNITS] for i in range(EVOLUTION_UNITS)]
+            rows = []
+            for u in units:
+                cells = tuple(
+                    self._evo_cell(
+                        net,
+                        c,
+                        m,
+                        layer,
+                        u,
+                        overlaps[layer][j],
+                        k,
+                        j == len(entries) - 1,
+                        f"{folder}sprites/{ck_slugs[c.name]}/{slugs[layer]}/",
+                    )
+                    for j, (c, m) in enumerate(zip(entries, manifests, strict=True))
+                )
+                href = next((cell.href for cell in reversed(cells) if cell is not None and cell.href), "")
+                rows.append(EvoRow(u, f"{u:04d}", href, cells))
+            self._page(
+                f"{folder}{slugs[layer]}.html",
+                "evolution.html",
+                f"{net.name} · {layer} · feature evolution",
+                [*crumbs, Link(index, "Feature evolution"), Link("", layer)],
+                False,
+                layer=layer,
+                figure=None,
+                table=(),
+                rows=tuple(rows),
+                means=tuple("–" if v is None else f"{v:.1f}" for v in means[layer]),
+                siblings=tuple(
+                    Link(f"{folder}{slugs[other]}.html", other, current=other == layer) for other in mf.layers
+                ),
+                **common,
+            )
+
+    def _evo_cell(
+        self,
+        net: NetworkRecord,
+        ck: CheckpointRef,
+        m: CheckpointManifest,
+        layer: str,
+        unit: int,
+        overlap: np.ndarray | None,
+        k: int,
+        final: bool,
+        folder: str,
+    ) -> EvoCell | None:
+        units = m.shown_units.get(layer, [])
+        if unit not in units:
+            return None
+        lay = self._checked_layout(self.store, net.name, ck.name, m, layer, units)
+        if lay is None:
+            return None
+        atlas = self._atlas_unit(net.name, ck.name, layer)
+        src = f"{atlas or folder}unit-{unit:04d}.webp"
+        self.files[src] = self.store.sprite_path(net.name, ck.name, layer, unit)
+        note = "final" if final else ("–" if overlap is None else f"{int(overlap[unit])}/{k}")
+        title = f"{ck.name}: unit {unit}, rank-1 patch" + (
+            " and reconstruction" if len(lay.panels) > 1 else ""
+        )
+        if not final and overlap is not None:
+            title += f"; {note} of its top-{k} images are in the final top-{k}"
+        return EvoCell(
+            src,
+            _sprite_cells(lay, 0, 2),
+            note,
+            f"{atlas}unit-{unit:04d}.html" if atlas else "",
+            title,
+        )
+
+
+@dataclass(frozen=True)
+class _DiffSide:
+    """One side of a diff as the site sees it: its store, manifest (None: unreadable foreign store),
+    atlas folder in this site ("" when it has none) and a note for the page."""
+
+    key: str
+    side: DiffSide
+    store: Store
+    manifest: CheckpointManifest | None
+    base: str
+    note: str

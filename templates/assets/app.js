@@ -1,4 +1,5 @@
-/* sitegen atlas: draws the Plotly figures, sorts/filters unit tiles, and maps ←/→ to prev/next unit.
+/* sitegen atlas: draws the Plotly figures (and swaps them on <select>), sorts/filters unit tiles, and
+   maps ←/→ to prev/next unit.
    Plain ES5-compatible JavaScript, no framework, no network: it must work from file:// too. */
 (function () {
   "use strict";
@@ -18,6 +19,25 @@
       if (!source) { return; }
       var fig = JSON.parse(source.textContent);
       window.Plotly.newPlot(div, fig.data, fig.layout, PLOTLY_CONFIG);
+    });
+  }
+
+  /* A <select data-figure-select="DIV-ID"> swaps the figure drawn in that div: each option's value
+     names another JSON figure script (diff pages: the class preference of the chosen layer). */
+  function setupFigureSelects() {
+    var selects = document.querySelectorAll("select[data-figure-select]");
+    Array.prototype.forEach.call(selects, function (select) {
+      /* The browser may restore a previous choice on reload: draw that one from the start. */
+      var target = document.getElementById(select.getAttribute("data-figure-select"));
+      if (target && document.getElementById(select.value)) { target.setAttribute("data-figure", select.value); }
+      select.addEventListener("change", function () {
+        var div = document.getElementById(select.getAttribute("data-figure-select"));
+        var source = document.getElementById(select.value);
+        if (!div || !source || !window.Plotly) { return; }
+        var fig = JSON.parse(source.textContent);
+        div.setAttribute("data-figure", select.value);
+        window.Plotly.react(div, fig.data, fig.layout, PLOTLY_CONFIG);
+      });
     });
   }
 
@@ -101,6 +121,7 @@
   function init() {
     setupKeys();
     setupTiles();
+    setupFigureSelects();
     drawFigures();
   }
 
