@@ -37,7 +37,8 @@ from sitegen.data import (
     probe_labels,
     resolve_normalization,
 )
-from sitegen.errors import DeviceError, SpecError
+from sitegen.diff import DiffSide, diff_name, diff_stores, write_diff
+from sitegen.errors import DeviceError, SpecError, StoreError
 from sitegen.mine import Mined, mine
 from sitegen.models import (
     LoadedModel,
@@ -55,6 +56,7 @@ from sitegen.store.manifest import (
     CheckpointManifest,
     CheckpointRef,
     DatasetRecord,
+    DiffRef,
     EpochRecord,
     GridLayout,
     LayerRecord,
@@ -133,6 +135,9 @@ def build(spec: Spec, *, progress: Progress | None = None, render: bool = True) 
 
     if not lead:
         return BuildResult(store.root, None, time.perf_counter() - t0, computed, cached)
+    t = time.perf_counter()
+    diffs = _build_diffs(spec, store)
+    timings["diffs"] = time.perf_counter() - t
     store.write_build(
         BuildRecord(
             title=spec.title,
@@ -144,6 +149,7 @@ def build(spec: Spec, *, progress: Progress | None = None, render: bool = True) 
             timings={k: round(v, 3) for k, v in timings.items()},
             datasets=used,
             networks=list(spec.networks),
+            diffs=diffs,
         )
     )
     site = None
@@ -327,7 +333,7 @@ def _build_network(
 
     names = [c.name for c in checkpoints]
     atlas = _atlas_names(spec, net_name, net, names)
-    wanted = set(atlas) | _diff_names(spec, net_name, names)
+    wanted = set(atlas) | _diff_names(spec, net_name, names) | (set(names) if net.evolution else set())
 
     accuracy: dict[str, float] = {e_name: e.probe_acc for e_name, e in zip(names, history, strict=False)}
     computed = cached = 0
@@ -424,6 +430,31 @@ def _diff_names(spec: Spec, net_name: str, names: list[str]) -> set[str]:
     if problems:
         raise SpecError(problems)
     return wanted
+
+
+def _build_diffs(spec: Spec, store: Store) -> list[DiffRef]:
+    """The spec's diffs (cheap numpy over the store, recomputed every build), plus diffs filed
+    earlier by ``sitegen diff`` whose files still exist."""
+    refs: list[DiffRef] = []
+    for d in spec.diffs:
+        a = DiffSide(store.root, *d.a.split("@", 1))
+        b = DiffSide(store.root, *d.b.split("@", 1))
+        name = diff_name(a, b)
+        write_diff(store, name, diff_stores(a, b))
+        refs.append(DiffRef(a=d.a, b=d.b, name=name))
+        log.info("diff %s: computed", name)
+    if (store.root / "build.json").is_file():
+        try:
+            previous = store.read_build().diffs
+        except StoreError:
+            previous = []
+        names = {r.name for r in refs}
+        refs += [
+            r
+            for r in previous
+            if r.name not in names and (store.root / "diffs" / r.name / "diff.json").is_file()
+        ]
+    return refs
 
 
 def _entry_key(spec: Spec, net_name: str, ck: _Checkpoint, fingerprint: str, mean: tuple, std: tuple) -> str:
@@ -653,8 +684,12 @@ def _check_units(spec: Spec, net_name: str, net: NetworkSpec, layers: tuple) -> 
     bad = [name for name in net.units if name not in names]
     if bad:
         raise SpecError(
-            [spec.problem(("networks", net_name, "units", b), f"no layer {b!r} in this network; layers: {names}")
-             for b in bad]
+            [
+                spec.problem(
+                    ("networks", net_name, "units", b), f"no layer {b!r} in this network; layers: {names}"
+                )
+                for b in bad
+            ]
         )
 
 

@@ -222,6 +222,35 @@ def layers(
 
 
 @app.command()
+def diff(
+    a: Annotated[str, typer.Argument(help="Older side: NETWORK@CHECKPOINT of the spec, or an output DIR.")],
+    b: Annotated[str, typer.Argument(help="Newer side, the same forms; the diff is filed in its store.")],
+    spec: Annotated[Path, typer.Option(help="Spec whose store NETWORK@CHECKPOINT refers to.")] = Path(
+        "experiments.yaml"
+    ),
+    debug: DebugOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Compare two checkpoints (top-k overlap, class preferences, filters) and render the diff pages."""
+    _setup_logging(quiet, debug)
+    with _user_errors(debug):
+        from sitegen.diff import add_diff, is_folder_ref
+        from sitegen.render import render_site
+
+        store_root = None
+        if not all(is_folder_ref(r) for r in (a, b)):
+            from sitegen.spec import load_spec
+
+            store_root = load_spec(spec).output / "store"
+        result = add_diff(a, b, store_root=store_root)
+        with _Progress(quiet) as progress:
+            render_site(result.store_root, result.site_dir, progress=lambda d, n: progress("render", d, n))
+        if not quiet:
+            err.print(result.summary, highlight=False)
+            err.print(f"open {result.site_dir / 'diff' / result.name / 'index.html'}", highlight=False)
+
+
+@app.command()
 def publish(
     site: Annotated[Path, typer.Argument(help="Site folder to publish.")] = Path("output/site"),
     remote: Annotated[str, typer.Option(help="Git remote to push to.")] = "origin",

@@ -222,6 +222,11 @@ class NetworkSpec(_Model):
     atlas: Literal["last", "all"] | list[str] = Field(
         "last", description="Checkpoints that get full atlas pages: 'last', 'all', or a list of names."
     )
+    evolution: bool = Field(
+        False,
+        description="Mine and reconstruct every checkpoint (not only atlas ones) for the feature-evolution "
+        "pages (Zeiler & Fergus Fig. 4).",
+    )
     train: TrainSpec | None = Field(
         None, description="Train this network on its dataset (demo; CPU-friendly)."
     )

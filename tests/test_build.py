@@ -35,6 +35,8 @@ analyses:
   batch_size: 7
   reconstructions: {methods: [deconvnet]}
   activation_maps: {images: 2, channels: 2}
+diffs:
+  - {a: net@epoch-1, b: net@epoch-2}
 """
 
 
@@ -54,6 +56,7 @@ def test_store_holds_every_layer(built: Path) -> None:
     net = store.read_network("net")
     assert [c.name for c in net.checkpoints] == ["epoch-1", "epoch-2"]
     assert [c.atlas for c in net.checkpoints] == [False, True]
+    assert store.cached("net", "epoch-1", store.read_manifest("net", "epoch-1").key)  # mined for the diff
     assert len(net.training) == 2
     m = store.read_manifest("net", "epoch-2")
     assert m.layers == [layer.name for layer in net.layers]
@@ -88,7 +91,7 @@ def test_rebuild_is_cached(built: Path) -> None:
     result = CliRunner().invoke(app, ["build", str(built / "experiments.yaml")])
     assert result.exit_code == 0, result.output
     assert "net@epoch-2: cached" in result.output
-    assert "0 checkpoint(s) computed, 1 cached" in result.output
+    assert "0 checkpoint(s) computed, 2 cached" in result.output
     assert manifest.read_bytes() == before
 
 
@@ -101,7 +104,7 @@ def test_interrupted_build_resumes_to_the_same_result(built: Path, tmp_path: Pat
     reference = store.read_arrays("net", "epoch-2", "mined")
     (store.checkpoint_dir("net", "epoch-2") / "manifest.json").unlink()
     result = build(spec, render=False)
-    assert (result.computed, result.cached) == (1, 0)
+    assert (result.computed, result.cached) == (1, 1)
     again = store.read_arrays("net", "epoch-2", "mined")
     assert set(again) == set(reference)
     for k in reference:
@@ -114,3 +117,29 @@ def test_render_alone_redraws_the_site(built: Path) -> None:
     result = CliRunner().invoke(app, ["render", str(built / "experiments.yaml")])
     assert result.exit_code == 0, result.output
     assert (site / "index.html").is_file()
+
+
+def test_spec_diff_is_built_and_linked(built: Path) -> None:
+    store = Store(built / "output" / "store")
+    (ref,) = store.read_build().diffs
+    assert (ref.a, ref.b) == ("net@epoch-1", "net@epoch-2")
+    assert (store.root / "diffs" / ref.name / "diff.json").is_file()
+    site = built / "output" / "site"
+    assert (site / "diff" / ref.name / "index.html").is_file()
+    assert f"diff/{ref.name}/index.html" in (site / "index.html").read_text()
+    assert (site / "net" / "evolution" / "index.html").is_file()
+
+
+def test_diff_command(built: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(built, copy)
+    result = CliRunner().invoke(
+        app, ["diff", "net@epoch-2", "net@epoch-2", "--spec", str(copy / "experiments.yaml")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "diff/" in result.output
+    bad = CliRunner().invoke(
+        app, ["diff", "net@epoch-9", "net@epoch-2", "--spec", str(copy / "experiments.yaml")]
+    )
+    assert bad.exit_code == 2
+    assert "epoch-9" in bad.output and "Traceback" not in bad.output
