@@ -136,7 +136,7 @@ def part_a(repeats: int, captum_units: int, units_per_layer: int, images: int) -
         f"(a) alexnet 224 px, deconvnet; sitegen: {units_per_layer} units x {images} images per layer, "
         f"captum: {captum_units} units x {images} images, one call each; {repeats} interleaved repeats"
     )
-    rows = []
+    rows: list[tuple[str, float, float, float, float]] = []
     for name, path in ALEXNET_CONVS.items():
         g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
         units = torch.randperm(ALEXNET_UNITS[name], generator=g)[:units_per_layer]
@@ -152,9 +152,10 @@ def part_a(repeats: int, captum_units: int, units_per_layer: int, images: int) -
             f"CPU captum {cc:7.2f} ms  sitegen {co:7.3f} ms  ratio {cc / co:6.1f}x  (rel diff {worst:.1e})",
             flush=True,
         )
-    for label, i, j in (("wall", 1, 2), ("CPU", 3, 4)):
-        total_c = sum(ALEXNET_UNITS[r[0]] * r[i] for r in rows)
-        total_o = sum(ALEXNET_UNITS[r[0]] * r[j] for r in rows)
+    for label, pairs in (("wall", [(r[1], r[2]) for r in rows]), ("CPU", [(r[3], r[4]) for r in rows])):
+        weights = [ALEXNET_UNITS[r[0]] for r in rows]
+        total_c = sum(w * c for w, (c, _) in zip(weights, pairs, strict=True))
+        total_o = sum(w * o for w, (_, o) in zip(weights, pairs, strict=True))
         print(
             f"  whole atlas, {label} (weighted by units 64/192/384/256/256): {total_c / total_o:.1f}x "
             f"(top-9 of all 1152 units: captum {total_c * 9 / 1e3:.0f} s, sitegen {total_o * 9 / 1e3:.1f} s)"

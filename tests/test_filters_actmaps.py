@@ -100,7 +100,9 @@ def test_activation_maps_norms_match_the_layer() -> None:
     loaded = _loaded(16)
     image = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(2))
     maps = activation_maps(loaded, lambda i: image, [0], channels=2)
-    act = loaded.module[0][:2](loaded.normalize(image[None]))[0]
+    features = loaded.module.get_submodule("0")
+    assert isinstance(features, nn.Sequential)
+    act = features[:2](loaded.normalize(image[None]))[0]
     norms = act.flatten(1).norm(dim=1)
     top = norms.topk(2)
     conv1 = maps.images[0].layers[0]

@@ -156,8 +156,10 @@ def test_maxpool_ties_route_like_captum() -> None:
     model = nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 4, 3, padding=1), nn.ReLU()
     ).eval()
+    conv1 = model[0]
+    assert isinstance(conv1, nn.Conv2d) and conv1.bias is not None
     with torch.no_grad():
-        model[0].bias.fill_(-1.0)  # 95 % of conv1's outputs are <= 0
+        conv1.bias.fill_(-1.0)  # 95 % of conv1's outputs are <= 0
     x = _images(2, 24, 22, seed=7)
     act = _activations(model, "4", x)
     assert float((_activations(model, "1", x) == 0).float().mean()) > 0.9

@@ -249,7 +249,7 @@ def _override_relus(relus: Sequence[nn.ReLU], fn: type[torch.autograd.Function],
     for m in relus:
         if type(m) is nn.ReLU:
             saved = m.__dict__.get("forward")
-            m.forward = forward  # type: ignore[method-assign]
+            m.forward = forward  # type: ignore[method-assign,assignment]
             hooks.callback(_restore_forward, m, saved)
         else:
             hooks.callback(m.register_forward_hook(replace_output).remove)
@@ -337,16 +337,16 @@ def padding_off(modules: Sequence[nn.Module], *, rows: bool, cols: bool) -> Iter
     never reads padding, so on an input cropped to exactly that field the network can run unpadded
     and computes just the unit's dependency cone (see :mod:`sitegen.analyses._crop`).
     """
-    saved = [m.padding for m in modules]  # type: ignore[union-attr]
+    saved: list[Any] = [m.padding for m in modules]
     try:
         if rows or cols:
             for m in modules:
-                pad = _pair(m.padding)  # type: ignore[arg-type]
-                m.padding = (0 if rows else pad[0], 0 if cols else pad[1])  # type: ignore[assignment]
+                p = _pair(m.padding)  # type: ignore[arg-type]
+                setattr(m, "padding", (0 if rows else p[0], 0 if cols else p[1]))  # noqa: B010 (typing)
         yield
     finally:
-        for m, pad in zip(modules, saved, strict=True):
-            m.padding = pad  # type: ignore[assignment]
+        for m, old in zip(modules, saved, strict=True):
+            setattr(m, "padding", old)  # noqa: B010 (typing)
 
 
 def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:

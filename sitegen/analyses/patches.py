@@ -117,9 +117,9 @@ def sprite(panels: Sequence[np.ndarray], cols: int, *, fill: int = 255) -> np.nd
     if not panels:
         raise ValueError("sprite needs at least one panel")
     k, cell = panels[0].shape[0], panels[0].shape[1]
-    for p in panels:
-        if p.shape != panels[0].shape:
-            raise ValueError(f"panels differ in shape: {p.shape} vs {panels[0].shape}")
+    for panel in panels:
+        if panel.shape != panels[0].shape:
+            raise ValueError(f"panels differ in shape: {panel.shape} vs {panels[0].shape}")
     n_rows = max(1, -(-k // cols))
     out = np.full((n_rows * cell, len(panels) * cols * cell, 3), fill, dtype=np.uint8)
     for p, panel in enumerate(panels):

@@ -26,7 +26,9 @@ computing what a single unit never sees):
   need the network up to the target to be a chain of conv/pool/pointwise modules (checked on one
   traced forward per call); otherwise, and for linear/prob layers, the whole image is used.
 
-benchmarks/reconstruct.py measures it: 13-27x captum per (unit, image) over a whole alexnet atlas.
+benchmarks/reconstruct.py measures it (shared 2-core CPU): 14-19x captum per (unit, image) over a
+whole alexnet atlas; vgg16's top-3 channels of 13 layers on one image 1.9-2.4x faster than one retained
+forward plus one backward per feature.
 """
 
 from __future__ import annotations
