@@ -281,3 +281,18 @@ def test_stamp_round_trip_last_trailer_wins() -> None:
     stamp = {"Sitegen-Version": "1.2.3", "Sitegen-Spec-Hash": "abc", "Source-Commit": "f00"}
     assert read_stamp(message) == stamp
     assert read_stamp("Update documentation") == {}
+
+
+def test_cli_publish_and_its_refusal(site: Path, work: Path, bare: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from sitegen.cli import app
+
+    monkeypatch.chdir(work)
+    result = CliRunner().invoke(app, ["publish", str(site), "--cname", "atlas.example.org"])
+    assert result.exit_code == 0, result.output
+    assert "published" in result.output and "origin/gh-pages" in result.output
+    assert {"index.html", ".nojekyll", "CNAME"} <= files_on(bare, "gh-pages")
+    bad = CliRunner().invoke(app, ["publish", str(site), "--remote", "upstream"])
+    assert bad.exit_code == 2
+    assert "upstream" in bad.output and "Traceback" not in bad.output
