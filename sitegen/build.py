@@ -342,7 +342,8 @@ def _build_network(
     for ck in checkpoints:
         if ck.name not in wanted:
             continue
-        key = _entry_key(spec, net_name, ck, bundle.fingerprint, mean, std)
+        ck_hash = _checkpoint_hash(spec, ck)
+        key = _entry_key(spec, net_name, ck_hash, bundle.fingerprint, mean, std)
         torch.manual_seed(spec.seed)  # "init" checkpoints: the same random weights every build
         loaded = load_model(
             net,
@@ -367,7 +368,9 @@ def _build_network(
             len(loaded.layers),
             len(bundle.probe),
         )
-        manifest = _analyze(spec, store, net_name, net, ck, loaded, bundle, device, key, report, lead=lead)
+        manifest = _analyze(
+            spec, store, net_name, net, ck, loaded, bundle, device, key, report, ck_hash=ck_hash, lead=lead
+        )
         computed += 1
         if manifest is not None:
             accuracy[ck.name] = manifest.accuracy
@@ -457,12 +460,15 @@ def _build_diffs(spec: Spec, store: Store) -> list[DiffRef]:
     return refs
 
 
-def _entry_key(spec: Spec, net_name: str, ck: _Checkpoint, fingerprint: str, mean: tuple, std: tuple) -> str:
-    """Content hash of everything a checkpoint's store entry depends on."""
+def _checkpoint_hash(spec: Spec, ck: _Checkpoint) -> str:
+    """The checkpoint file's content hash; a weights name or random init is named (with the seed)."""
     if ck.source and Path(ck.source).is_file():
-        source = file_hash(Path(ck.source))
-    else:
-        source = f"{ck.source or 'init'}:{spec.seed}"
+        return file_hash(Path(ck.source))
+    return f"{ck.source or 'init'}:{spec.seed}"
+
+
+def _entry_key(spec: Spec, net_name: str, source: str, fingerprint: str, mean: tuple, std: tuple) -> str:
+    """Content hash of everything a checkpoint's store entry depends on (``source``: the checkpoint's)."""
     blob = json.dumps(
         {
             "network": spec.section_hash("networks", net_name),
@@ -494,6 +500,7 @@ def _analyze(
     key: str,
     report: Progress,
     *,
+    ck_hash: str,
     lead: bool = True,
 ) -> CheckpointManifest | None:
     """Mine (every rank), then analyse and store (rank 0; other ranks return None)."""
@@ -627,7 +634,7 @@ def _analyze(
         provenance=Provenance(
             spec_hash=spec.spec_hash(),
             section_hash=spec.section_hash("networks", net_name),
-            checkpoint_hash=key,
+            checkpoint_hash=ck_hash,
             dataset_fingerprint=bundle.fingerprint,
             sitegen_version=__version__,
             torch_version=torch.__version__,

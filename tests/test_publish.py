@@ -283,7 +283,9 @@ def test_stamp_round_trip_last_trailer_wins() -> None:
     assert read_stamp("Update documentation") == {}
 
 
-def test_cli_publish_and_its_refusal(site: Path, work: Path, bare: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_publish_and_its_refusal(
+    site: Path, work: Path, bare: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from typer.testing import CliRunner
 
     from sitegen.cli import app

@@ -104,7 +104,8 @@ def test_changed_inputs_start_over(tmp_path: Path, data) -> None:
 def test_train_key() -> None:
     base = {"arch": "a", "fingerprint": "f", "mean": MEAN, "std": STD, "seed": 0}
     constant = {"schedule": "constant"}
-    assert train_key(TrainSpec(epochs=2, **constant), **base) == train_key(TrainSpec(epochs=5, **constant), **base)
+    two, five = TrainSpec(epochs=2, **constant), TrainSpec(epochs=5, **constant)
+    assert train_key(two, **base) == train_key(five, **base)
     assert train_key(TrainSpec(epochs=2), **base) != train_key(TrainSpec(epochs=5), **base)  # cosine
     assert train_key(TrainSpec(lr=0.1), **base) != train_key(TrainSpec(lr=0.2), **base)
     assert train_key(TrainSpec(), **{**base, "fingerprint": "g"}) != train_key(TrainSpec(), **base)

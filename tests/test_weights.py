@@ -16,7 +16,9 @@ def info(name: str, module: str, kind: str, units: int) -> LayerInfo:
 
 def test_producer_before_relu_and_skips() -> None:
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(36, 5), nn.ReLU(), nn.Linear(5, 2))
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(36, 5), nn.ReLU(), nn.Linear(5, 2)
+    )
     layers = [
         info("conv1", "1", "conv", 4),
         info("fc6", "4", "linear", 5),

@@ -16,7 +16,8 @@ class LayerInfo:
 
     Attributes:
         name: friendly name from the literature (``conv1``, ``conv3_2``, ``fc6``, ``prob``, ``layer2``).
-        module: ``named_modules()`` path whose output is this layer (``""`` for ``prob``: softmax of the model).
+        module: ``named_modules()`` path whose output is this layer (``""`` for ``prob``, the softmax
+            of the model output).
         kind: ``"conv"``, ``"linear"``, ``"prob"``, ``"block"`` or ``"pool"``.
         shape: output shape without the batch axis: ``(C, H, W)`` or ``(D,)``.
         units: channels (conv) or neurons (linear, prob).
