@@ -131,6 +131,7 @@ def build(
     debug: DebugOpt = False,
     quiet: QuietOpt = False,
     no_render: Annotated[bool, typer.Option("--no-render", help="Compute the store only.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Then check every link and image.")] = False,
 ) -> None:
     """Train (if asked), mine, analyse and render the atlas described by SPEC."""
     _setup_logging(quiet, debug)
@@ -142,6 +143,13 @@ def build(
         loaded = load_spec(spec, arch_check=check_arch)
         with _Progress(quiet) as progress:
             result = run_build(loaded, progress=progress, render=not no_render)
+        if check and result.site is not None:
+            from sitegen.errors import RenderError
+            from sitegen.render import check_site
+
+            problems = check_site(result.site)
+            if problems:
+                raise RenderError("\n".join(f"broken link: {p}" for p in problems[:20]))
         if not quiet:
             err.print(f"[green]done[/] in {result.seconds:.1f}s: {result.summary}", highlight=False)
             if result.site is not None:

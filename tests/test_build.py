@@ -111,6 +111,11 @@ def test_interrupted_build_resumes_to_the_same_result(built: Path, tmp_path: Pat
         np.testing.assert_array_equal(again[k], reference[k], err_msg=k)
 
 
+def test_build_check_finds_no_broken_links(built: Path) -> None:
+    result = CliRunner().invoke(app, ["build", str(built / "experiments.yaml"), "--check", "-q"])
+    assert result.exit_code == 0, result.output
+
+
 def test_render_alone_redraws_the_site(built: Path) -> None:
     site = built / "output" / "site"
     (site / "index.html").unlink()
