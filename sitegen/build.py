@@ -14,7 +14,7 @@ import math
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -39,7 +39,7 @@ from sitegen.data import (
 )
 from sitegen.diff import DiffSide, diff_name, diff_stores, write_diff
 from sitegen.errors import DeviceError, SpecError, StoreError
-from sitegen.mine import Mined, mine
+from sitegen.mine import mine
 from sitegen.models import (
     LoadedModel,
     build_model,
@@ -394,7 +394,7 @@ def _build_network(
                 )
                 for c in checkpoints
             ],
-            training=[EpochRecord(**_asdict(e)) for e in history],
+            training=[EpochRecord(**asdict(e)) for e in history],
         )
     )
     return computed, cached
@@ -741,18 +741,8 @@ def _write_redirect(output: Path) -> None:
     )
 
 
-def _asdict(e) -> dict:
-    return {
-        "epoch": e.epoch,
-        "loss": e.loss,
-        "train_acc": e.train_acc,
-        "probe_acc": e.probe_acc,
-        "seconds": e.seconds,
-    }
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-__all__ = ["build", "BuildResult", "resolve_device", "layer_table_for", "Mined"]
+__all__ = ["build", "BuildResult", "resolve_device", "layer_table_for"]

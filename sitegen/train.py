@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -170,7 +170,7 @@ def train(
             "epoch": epoch,
         }
         _save_atomic(ckpt, out_dir / f"epoch-{epoch}.pt")
-        codecs.write_json(state_path, {"key": key, "history": [_epoch_dict(e) for e in history]})
+        codecs.write_json(state_path, {"key": key, "history": [asdict(e) for e in history]})
         log.info(
             "epoch %d/%d: loss %.3f, train acc %.3f, probe acc %.3f (%.1fs)",
             epoch,
@@ -241,13 +241,3 @@ def _save_atomic(obj: dict, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(obj, tmp)
     tmp.replace(path)
-
-
-def _epoch_dict(e: Epoch) -> dict:
-    return {
-        "epoch": e.epoch,
-        "loss": e.loss,
-        "train_acc": e.train_acc,
-        "probe_acc": e.probe_acc,
-        "seconds": e.seconds,
-    }
