@@ -264,6 +264,36 @@ def test_alexnet_crops_equal_whole_image() -> None:
     torch.testing.assert_close(rec, whole, rtol=1e-5, atol=1e-6 * scale)
 
 
+@pytest.mark.parametrize(
+    ("k", "s", "p", "size"),
+    [
+        (11, 4, 2, 67),
+        (11, 4, 0, 64),
+        (11, 4, (2, 0), (50, 43)),
+        (5, 2, 2, 21),
+        (3, 2, 1, 8),
+        (3, 3, 0, 10),
+        (2, 2, 0, 9),
+    ],
+)
+def test_phase_conv_input_gradient_equals_autograd(k: int, s: int, p: int | tuple[int, int], size) -> None:
+    """The strided-conv input gradient computed by phases equals autograd's (up to float rounding)."""
+    torch.manual_seed(3)
+    h, w = (size, size) if isinstance(size, int) else size
+    conv = nn.Conv2d(3, 7, k, stride=s, padding=p)
+    x = torch.randn(2, 3, h, w, requires_grad=True)
+    out = conv(x)
+    seed = torch.randn_like(out)
+    (expected,) = torch.autograd.grad(out, x, seed)
+    with _hooks.phase_backward([conv]):
+        x2 = x.detach().requires_grad_(True)
+        out2 = conv(x2)
+        assert torch.equal(out2, out.detach())
+        (got,) = torch.autograd.grad(out2, x2, seed)
+    assert not conv._forward_hooks
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6 * float(expected.abs().max()))
+
+
 # --- ReLU rules -----------------------------------------------------------------------------------
 
 
