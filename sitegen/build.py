@@ -553,7 +553,7 @@ def _analyze(
         shown[info.name] = units
 
         t = time.perf_counter()
-        patches = extract_patches(image_cache.uint8, info, topk, bundle.image_size)
+        patches = extract_patches(image_cache.uint8, info, topk, bundle.image_size, units=units)
         t_patch += time.perf_counter() - t
         panels = [patches.cells]
         t = time.perf_counter()
@@ -579,7 +579,7 @@ def _analyze(
             cell=cell, cols=cols, rows=math.ceil(a.top_k / cols), panels=["patches", *methods]
         )
         for j, u in enumerate(units):
-            unit_panels = [panels[0][u]] + [p[j] for p in panels[1:]]
+            unit_panels = [p[j] for p in panels]
             store.write_sprite(net_name, ck.name, info.name, u, sprite(unit_panels, cols))
             done_units += 1
             report(f"sprites {label}", done_units, total_units)

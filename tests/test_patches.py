@@ -67,7 +67,7 @@ def test_extract_patches_boxes_cells_and_empty_slots() -> None:
         return images[i]
 
     topk = _TopK([[0, 1], [1, -1]], [[0, 2], [5, -1]], [[0, 3], [7, -1]])
-    p = extract_patches(by_index, _layer(), topk, 26, max_cell=96, fill=128)
+    p = extract_patches(by_index, _layer(), topk, (26, 34), max_cell=96, fill=128)
     assert p.cells.shape == (2, 2, 11, 11, 3) and p.cells.dtype == np.uint8
     assert sorted(loads) == [0, 1], "each image is loaded once"
     # unit 0, rank 1: unit (0, 0) sees [-2, 9) x [-2, 9): clipped box, true offset, fill elsewhere
@@ -113,3 +113,18 @@ def test_sprite_layout_rank1_top_left_row_major_panels_side_by_side() -> None:
 def test_sprite_rejects_mismatched_panels() -> None:
     with pytest.raises(ValueError, match="differ in shape"):
         sprite([np.zeros((9, 4, 4, 3), np.uint8), np.zeros((9, 5, 5, 3), np.uint8)], 3)
+
+
+def test_cells_only_for_chosen_units_boxes_for_all() -> None:
+    loads: list[int] = []
+
+    def by_index(i: int) -> np.ndarray:
+        loads.append(i)
+        return _image(26, 34)
+
+    topk = _TopK([[0, 1], [2, 3]], [[0, 2], [5, 1]], [[0, 3], [7, 2]])
+    every = extract_patches(lambda i: _image(26, 34), _layer(), topk, (26, 34))
+    some = extract_patches(by_index, _layer(), topk, (26, 34), units=[1])
+    assert some.cells.shape[0] == 1 and sorted(loads) == [2, 3], "only unit 1's images are loaded"
+    np.testing.assert_array_equal(some.cells[0], every.cells[1])
+    np.testing.assert_array_equal(some.boxes, every.boxes)

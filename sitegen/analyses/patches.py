@@ -48,19 +48,24 @@ def extract_patches(
     images_by_index: Callable[[int], np.ndarray],
     layer: LayerInfo,
     topk: Any,
-    image_size: int,
+    image_size: int | tuple[int, int],
     *,
     max_cell: int = 96,
     fill: int | Sequence[int] = 128,
+    units: Sequence[int] | None = None,
 ) -> UnitPatches:
-    """Crop every unit's top-k receptive-field patches.
+    """Crop the top-k receptive-field patches of ``units`` (default: every unit).
+
+    Boxes are computed for every unit (cheap arithmetic, kept in the store for diffs and unit
+    pages); cells only for ``units`` — those with pages. VGG-19's fc6 alone would otherwise hold
+    4096 x 9 cells (about 1 GB at 96 px) that no page shows.
 
     Args:
         images_by_index: probe index -> uint8 ``[H, W, 3]`` image (each is loaded once here).
         layer: the layer (its receptive field gives the boxes; linear and prob units see the whole image).
         topk: the layer's mined top-k table (duck-typed :class:`~sitegen.mine.LayerTopK`: ``images``,
             ``rows``, ``cols`` ``[U, k]``, image ``-1`` = empty).
-        image_size: image side in pixels.
+        image_size: image side in pixels, or ``(rows, cols)`` (boxes are computed without loading images).
         max_cell: largest tile side; the tile is the receptive field's side when smaller.
         fill: colour outside the image (default neutral grey; the dataset mean colour shows what the
             network's first-layer zero padding looked like).
@@ -76,26 +81,30 @@ def extract_patches(
     img_idx = np.asarray(topk.images)
     rows, cols = np.asarray(topk.rows), np.asarray(topk.cols)
     n_units, k = img_idx.shape
+    chosen = list(range(n_units)) if units is None else [int(u) for u in units]
     spatial = layer.kind not in ("linear", "prob")
-    side = int(layer.rf_size) if spatial else int(image_size)
+    shape = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    side = int(layer.rf_size) if spatial else max(shape)
     cell = _crop.cell_size(side, max_cell)
-    cells = np.empty((n_units, k, cell, cell, 3), dtype=np.uint8)
-    cells[...] = np.asarray(fill, dtype=np.uint8)
+    full = (0, 0, shape[0], shape[1])
+    unclipped = np.empty((n_units, k, 4), dtype=np.int64)
     boxes = np.empty((n_units, k, 4), dtype=np.int32)
     boxes[...] = EMPTY_BOX
-    by_image: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for u, r in zip(*np.nonzero(img_idx >= 0), strict=True):
-        by_image[int(img_idx[u, r])].append((int(u), int(r)))
+        box = _box(layer, int(rows[u, r]), int(cols[u, r]), shape) if spatial else full
+        unclipped[u, r] = box
+        boxes[u, r] = _clip(box, shape)
+    cells = np.empty((len(chosen), k, cell, cell, 3), dtype=np.uint8)
+    cells[...] = np.asarray(fill, dtype=np.uint8)
+    by_image: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
+    for j, u in enumerate(chosen):
+        for r in np.flatnonzero(img_idx[u] >= 0):
+            by_image[int(img_idx[u, r])].append((j, u, int(r)))
     for index in sorted(by_image):  # one load per image, whatever its number of entries
         image = np.asarray(images_by_index(index))
-        for u, r in by_image[index]:
-            box = (
-                _box(layer, int(rows[u, r]), int(cols[u, r]), image.shape[:2])
-                if spatial
-                else (0, 0, image.shape[0], image.shape[1])
-            )
-            cells[u, r] = _crop.fit_cell(_crop.rf_patch(image, box, fill), cell)
-            boxes[u, r] = _clip(box, image.shape[:2])
+        for j, u, r in by_image[index]:
+            box = tuple(int(v) for v in unclipped[u, r])
+            cells[j, r] = _crop.fit_cell(_crop.rf_patch(image, box, fill), cell)
     return UnitPatches(cells=cells, boxes=boxes)
 
 
