@@ -335,17 +335,9 @@ def _build_network(
     atlas = _atlas_names(spec, net_name, net, names)
     wanted = set(atlas) | _diff_names(spec, net_name, names) | (set(names) if net.evolution else set())
 
-    accuracy: dict[str, float] = {e_name: e.probe_acc for e_name, e in zip(names, history, strict=False)}
-    computed = cached = 0
-    layers: tuple = ()
-    params = 0
-    for ck in checkpoints:
-        if ck.name not in wanted:
-            continue
-        ck_hash = _checkpoint_hash(spec, ck)
-        key = _entry_key(spec, net_name, ck_hash, bundle.fingerprint, mean, std)
+    def load(ck: _Checkpoint) -> LoadedModel:
         torch.manual_seed(spec.seed)  # "init" checkpoints: the same random weights every build
-        loaded = load_model(
+        return load_model(
             net,
             num_classes=num_classes,
             input_size=bundle.image_size,
@@ -354,13 +346,26 @@ def _build_network(
             std=std,
             normalization=norm_kind,
         )
-        layers, params = loaded.layers, loaded.params
-        _check_units(spec, net_name, net, layers)
-        if store.cached(net_name, ck.name, key):
+
+    cached_manifest: CheckpointManifest | None = None
+    accuracy: dict[str, float] = {e_name: e.probe_acc for e_name, e in zip(names, history, strict=False)}
+    computed = cached = 0
+    layers: list[LayerRecord] = []
+    params = 0
+    for ck in checkpoints:
+        if ck.name not in wanted:
+            continue
+        ck_hash = _checkpoint_hash(spec, ck)
+        key = _entry_key(spec, net_name, ck_hash, bundle.fingerprint, mean, std)
+        if store.cached(net_name, ck.name, key):  # no model load: a no-op rebuild stays seconds
             log.info("%s@%s: cached", net_name, ck.name)
-            accuracy[ck.name] = store.read_manifest(net_name, ck.name).accuracy
+            cached_manifest = store.read_manifest(net_name, ck.name)
+            accuracy[ck.name] = cached_manifest.accuracy
             cached += 1
             continue
+        loaded = load(ck)
+        _check_units(spec, net_name, net, loaded.layers)
+        layers, params = _table(loaded)
         log.info(
             "%s@%s: mining %d layers on %d probe images",
             net_name,
@@ -377,6 +382,8 @@ def _build_network(
 
     if not lead:
         return computed, cached
+    if not layers:  # everything cached: the stored record, if it matches the entries, else one load
+        layers, params = _stored_layers(store, net_name, cached_manifest) or _table(load(checkpoints[-1]))
 
     store.write_network(
         NetworkRecord(
@@ -387,7 +394,7 @@ def _build_network(
             params=params,
             input_size=bundle.image_size,
             normalization=Normalization(kind=norm_kind, mean=mean, std=std),
-            layers=[LayerRecord(**info.to_dict()) for info in layers],
+            layers=layers,
             checkpoints=[
                 CheckpointRef(
                     name=c.name, accuracy=accuracy.get(c.name), atlas=c.name in atlas, epoch=c.epoch
@@ -398,6 +405,23 @@ def _build_network(
         )
     )
     return computed, cached
+
+
+def _stored_layers(
+    store: Store, net_name: str, manifest: CheckpointManifest | None
+) -> tuple[list[LayerRecord], int] | None:
+    """The layer table of the stored network record, when it matches a cached entry's layers."""
+    try:
+        record = store.read_network(net_name)
+    except StoreError:
+        return None
+    if manifest is None or [lay.name for lay in record.layers] != manifest.layers:
+        return None
+    return record.layers, record.params
+
+
+def _table(loaded: LoadedModel) -> tuple[list[LayerRecord], int]:
+    return [LayerRecord(**info.to_dict()) for info in loaded.layers], loaded.params
 
 
 def _atlas_names(spec: Spec, net_name: str, net: NetworkSpec, names: list[str]) -> list[str]:

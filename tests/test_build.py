@@ -148,3 +148,17 @@ def test_diff_command(built: Path, tmp_path: Path) -> None:
     )
     assert bad.exit_code == 2
     assert "epoch-9" in bad.output and "Traceback" not in bad.output
+
+
+def test_cached_rebuild_loads_no_model(built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(built, copy)
+    before = Store(copy / "output" / "store").read_network("net")
+
+    def no_load(*_a, **_k):
+        raise AssertionError("a cached entry must not load its model")
+
+    monkeypatch.setattr("sitegen.build.load_model", no_load)
+    result = build(load_spec(copy / "experiments.yaml"), render=False)
+    assert (result.computed, result.cached) == (0, 2)
+    assert Store(copy / "output" / "store").read_network("net").layers == before.layers
