@@ -10,7 +10,15 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["load_spec", "build", "render_site", "receptive_fields", "class_histograms", "reconstruct"]
+__all__ = [
+    "load_spec",
+    "build",
+    "render_site",
+    "receptive_fields",
+    "class_histograms",
+    "reconstruct",
+    "gradcam",
+]
 
 _LAZY = {
     "load_spec": "sitegen.spec",
@@ -19,6 +27,7 @@ _LAZY = {
     "receptive_fields": "sitegen.receptive_field",
     "class_histograms": "sitegen.analyses.class_hist",
     "reconstruct": "sitegen.analyses.reconstruct",
+    "gradcam": "sitegen.analyses.gradcam",
 }
 
 

@@ -65,6 +65,7 @@ from sitegen.store.manifest import (
     Provenance,
     SpriteLayout,
 )
+from sitegen.techniques import Inputs, probe_picks, run_techniques
 from sitegen.train import train, train_key
 
 log = logging.getLogger("sitegen")
@@ -542,6 +543,7 @@ def _analyze(
         device=str(device),
         num_workers=a.num_workers,
         autocast=a.autocast,
+        features=a.embedding.enabled and _has_linear(loaded),
         progress=lambda d, n: report(f"mine {label}", d, n),
     )
     timings["mine"] = time.perf_counter() - t
@@ -563,6 +565,7 @@ def _analyze(
     shown: dict[str, list[int]] = {}
     sprites: dict[str, SpriteLayout] = {}
     layer_prefs = []
+    weighted: dict[str, np.ndarray] = {}
     methods = list(a.reconstructions.methods) if a.reconstructions.enabled else []
     image_cache = _ImageCache(bundle)
 
@@ -573,6 +576,7 @@ def _analyze(
         topk = mined.layers[info.name]
         pref = class_hist.class_preference(topk.images, labels, num_classes)
         layer_prefs.append(pref.weighted)
+        weighted[info.name] = pref.weighted
         units = _shown_units(net, info, spec.seed)
         shown[info.name] = units
 
@@ -638,7 +642,7 @@ def _analyze(
     has_actmaps = False
     if a.activation_maps.enabled and a.activation_maps.images:
         t = time.perf_counter()
-        picks = _actmap_images(labels, a.activation_maps.images)
+        picks = probe_picks(labels, a.activation_maps.images)
         maps = activation_maps(
             loaded, image_cache.tensor, picks, channels=a.activation_maps.channels, device=device
         )
@@ -646,6 +650,22 @@ def _analyze(
         images_needed.update(picks)
         has_actmaps = True
         timings["activation_maps"] = time.perf_counter() - t
+
+    inputs = Inputs(
+        loaded=loaded,
+        mined=mined,
+        image=image_cache.tensor,
+        picture=image_cache.uint8,
+        class_names=bundle.class_names,
+        weighted=weighted,
+        shown=shown,
+        device=device,
+        seed=spec.seed,
+        problem=spec.problem,
+    )
+    techniques = run_techniques(a, inputs, ck_dir, net_name)
+    images_needed.update(inputs.images_used)
+    timings.update(inputs.timings)
 
     store.write_arrays(net_name, ck.name, "weights", unit_weights(loaded.module, loaded.layers))
     store.write_arrays(net_name, ck.name, "mined", mined_arrays)
@@ -675,6 +695,7 @@ def _analyze(
         filters=filters_layout,
         activation_maps=has_actmaps,
         reconstructions=methods,
+        techniques=techniques,
     )
     store.write_manifest(manifest)  # last: marks the entry complete
     log.info("%s: accuracy %.3f, %s", label, accuracy, ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
@@ -724,14 +745,8 @@ def _check_units(spec: Spec, net_name: str, net: NetworkSpec, layers: tuple) -> 
         )
 
 
-def _actmap_images(labels: np.ndarray, n: int) -> list[int]:
-    """One probe image per class, in class order, until ``n``."""
-    picks = []
-    for c in np.unique(labels):
-        picks.append(int(np.flatnonzero(labels == c)[0]))
-        if len(picks) == n:
-            break
-    return picks
+def _has_linear(loaded: LoadedModel) -> bool:
+    return any(isinstance(m, torch.nn.Linear) for m in loaded.module.modules())
 
 
 def _write_actmaps(store: Store, ck_dir: Path, maps) -> None:

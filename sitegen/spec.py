@@ -256,6 +256,104 @@ class ActivationMapsSpec(_Model):
     channels: int = Field(3, gt=0, description="Top channels (by activation norm) shown per layer.")
 
 
+def _layer_pick(v: Any) -> Any:
+    if v in ("conv", "last") or (isinstance(v, list) and v and all(isinstance(x, str) for x in v)):
+        return v
+    raise ValueError(
+        f"expected 'conv' (every conv layer), 'last' (the last conv layer) or a list of names; got {v!r}"
+    )
+
+
+LayerPick = Annotated[Literal["conv", "last"] | list[str], BeforeValidator(_layer_pick)]
+
+
+class GradCamSpec(_Model):
+    """Grad-CAM (Selvaraju et al. 2017) heat maps of a few probe images, true and predicted class."""
+
+    enabled: bool = Field(True, description="Compute Grad-CAM maps (network page).")
+    images: int = Field(8, ge=1, description="Probe images (one per class, in class order).")
+    layer: str | None = Field(None, description="Layer (friendly name); default: the last conv/block layer.")
+
+
+class OcclusionSpec(_Model):
+    """Occlusion sensitivity (Zeiler & Fergus 2013, Fig. 7): a grey square slides over probe images."""
+
+    enabled: bool = Field(True, description="Compute occlusion maps (network page).")
+    images: int = Field(4, ge=1, description="Probe images (one per class, in class order).")
+    size: int = Field(8, gt=0, description="Side of the grey square in input pixels.")
+    stride: int = Field(4, gt=0, description="Pixels between square positions.")
+    layer: str | None = Field(
+        None, description="Layer whose strongest unit is followed; default: the last conv/block layer."
+    )
+    batch_size: int = Field(256, gt=0, description="Occluded copies per forward pass.")
+
+
+class EmpiricalRFSpec(_Model):
+    """Empirical receptive fields (Zhou et al. 2015): occlusion discrepancy of a unit's top images."""
+
+    enabled: bool = Field(False, description="Compute empirical receptive fields (unit pages); costly.")
+    layers: LayerPick = Field("conv", description="'conv', 'last' or a list of layer names.")
+    units: int = Field(4, gt=0, description="Units per layer: the first N shown units.")
+    occluder: int = Field(5, gt=0, description="Side of the occluding square in input pixels.")
+    stride: int = Field(2, gt=0, description="Pixels between occluder positions.")
+    batch_size: int = Field(256, gt=0, description="Occluded copies per forward pass.")
+
+
+class FeatVisSpec(_Model):
+    """Feature visualization by optimization (Erhan 2009; Olah et al. 2017), batched over units."""
+
+    enabled: bool = Field(False, description="Optimize one image per shown unit (unit and layer pages).")
+    layers: LayerPick = Field("conv", description="'conv', 'last' or a list of layer names.")
+    size: int | None = Field(None, gt=0, description="Image side in pixels (default: the input size).")
+    steps: int = Field(128, gt=0, description="Adam steps.")
+    lr: float = Field(0.1, gt=0, description="Adam learning rate (parameter space).")
+    param: Literal["fourier", "pixel"] = Field("fourier", description="Image parametrization.")
+    decorrelate: bool = Field(True, description="Decorrelate colours (ImageNet colour correlation).")
+    grayscale: bool = Field(False, description="Optimize one grey channel (networks trained on sketches).")
+    transforms: bool = Field(True, description="Random jitter, scale and rotation each step.")
+    tv: float = Field(0.0, ge=0, description="Total-variation penalty weight.")
+    l2: float = Field(0.0, ge=0, description="L2-towards-grey penalty weight.")
+    batch_units: int | None = Field(None, gt=0, description="Units per batch (default: sized to memory).")
+
+
+class EmbeddingSpec(_Model):
+    """2-D map of the probe set's penultimate-layer features (network page)."""
+
+    enabled: bool = Field(True, description="Compute the embedding.")
+    method: Literal["tsne", "pca", "umap"] = Field("tsne", description="umap needs umap-learn installed.")
+    perplexity: float | None = Field(None, gt=0, description="t-SNE perplexity (default min(30, (N-1)/3)).")
+
+
+class InvarianceSpec(_Model):
+    """Translation / rotation / scale sweeps (Zeiler & Fergus 2013, Fig. 5)."""
+
+    enabled: bool = Field(True, description="Compute invariance curves (network page).")
+    images: int = Field(4, ge=1, description="Probe images (one per class, in class order).")
+    layers: list[str] | None = Field(
+        None, description="Layers compared (default: the first layer and the top one, as Z&F's 1 and 7)."
+    )
+    translations: list[float] | None = Field(
+        None, description="Vertical shifts in px (default: up to a quarter of the image, 17 steps)."
+    )
+    rotations: list[float] = Field(
+        [float(a) for a in range(0, 360, 15)], description="Angles in degrees, counter-clockwise."
+    )
+    scales: list[float] = Field(
+        [0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4], description="Zoom factors (1 = unchanged)."
+    )
+
+
+class StrokeSpec(_Model):
+    """Stroke density and complexity per class vs each layer's class preference (Spearman)."""
+
+    enabled: bool = Field(True, description="Compute per-class density and its correlation per layer.")
+    kind: Literal["auto", "sketch", "photo"] = Field(
+        "auto", description="sketch: density = ink share; photo: edge share; auto: guess from the images."
+    )
+    ink_threshold: float = Field(64.0, gt=0, description="Grey levels (of 255) from the background = ink.")
+    edge_threshold: float = Field(0.25, gt=0, description="Sobel magnitude (black-to-white = 1) = edge.")
+
+
 class AnalysesSpec(_Model):
     """What to compute for every atlas checkpoint."""
 
@@ -272,6 +370,15 @@ class AnalysesSpec(_Model):
     activation_maps: ActivationMapsSpec = Field(
         default_factory=ActivationMapsSpec, description="Activation maps of a few probe images."
     )
+    gradcam: GradCamSpec = Field(default_factory=GradCamSpec, description="Grad-CAM / CAM heat maps.")
+    occlusion: OcclusionSpec = Field(default_factory=OcclusionSpec, description="Occlusion sensitivity.")
+    empirical_rf: EmpiricalRFSpec = Field(
+        default_factory=EmpiricalRFSpec, description="Empirical receptive fields."
+    )
+    featvis: FeatVisSpec = Field(default_factory=FeatVisSpec, description="Feature visualization.")
+    embedding: EmbeddingSpec = Field(default_factory=EmbeddingSpec, description="t-SNE / PCA embedding.")
+    invariance: InvarianceSpec = Field(default_factory=InvarianceSpec, description="Invariance curves.")
+    stroke: StrokeSpec = Field(default_factory=StrokeSpec, description="Stroke density vs class preference.")
 
 
 class DiffSpec(_Model):

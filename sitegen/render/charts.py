@@ -566,3 +566,345 @@ def stability_curves(
             margin={"r": 110},
         ),
     }
+
+
+# --- issue 7: the literature's other techniques -----------------------------------------------------
+
+_HEAT = [[0, "#fde725"], [0.25, "#5ec962"], [0.5, "#21918c"], [0.75, "#3b528b"], [1, "#440154"]]
+_HEAT_REV = [[0, "#440154"], [0.25, "#3b528b"], [0.5, "#21918c"], [0.75, "#5ec962"], [1, "#fde725"]]
+
+
+def occlusion_maps(
+    image_src: str,
+    image_size: int,
+    rows: Sequence[float],
+    cols: Sequence[float],
+    panels: Sequence[tuple[str, Sequence[Sequence[float]], float, float, bool]],
+    *,
+    height: int = 250,
+) -> Chart:
+    """Occlusion-sensitivity maps (Zeiler & Fergus 2013, Fig. 7) drawn over the probe image.
+
+    Each panel is one Plotly heatmap, semi-transparent over a copy of the image (a layout image in
+    the panel's axes), indexed by the occluder's centre in input pixels.
+
+    Args:
+        image_src: page-relative URL of the image.
+        image_size: its side in px (the axes span 0..image_size, rows downwards).
+        rows: occluder centre rows; ``cols``: centre columns.
+        panels: ``(title, z[R][C], zmin, zmax, low_is_hot)`` per panel; ``low_is_hot`` colours low
+            values (a probability that drops) bright.
+        height: chart height in px.
+    """
+    n = len(panels)
+    gap = 0.06
+    width = (1 - gap * (n - 1)) / n
+    data: list[dict[str, Any]] = []
+    layout_extra: dict[str, Any] = {"images": [], "annotations": []}
+    for i, (title, z, zmin, zmax, low_hot) in enumerate(panels):
+        ax = "" if i == 0 else str(i + 1)
+        x0 = i * (width + gap)
+        data.append(
+            {
+                "type": "heatmap",
+                "x": [float(c) for c in cols],
+                "y": [float(r) for r in rows],
+                "z": z,
+                "zmin": zmin,
+                "zmax": zmax,
+                "opacity": 0.6,
+                "colorscale": _HEAT if low_hot else _HEAT_REV,
+                "showscale": False,
+                "xaxis": f"x{ax}",
+                "yaxis": f"y{ax}",
+                "hovertemplate": f"{plotly_text(title)}<br>square at row %{{y:.0f}}, col %{{x:.0f}}: "
+                "%{z:.3f}<extra></extra>",
+            }
+        )
+        layout_extra[f"xaxis{ax}"] = {
+            "domain": [x0, x0 + width],
+            "range": [0, image_size],
+            "showgrid": False,
+            "zeroline": False,
+            "showticklabels": False,
+            "ticks": "",
+            "showline": False,
+            "constrain": "domain",
+        }
+        layout_extra[f"yaxis{ax}"] = {
+            "range": [image_size, 0],
+            "showgrid": False,
+            "zeroline": False,
+            "showticklabels": False,
+            "ticks": "",
+            "showline": False,
+            "scaleanchor": f"x{ax}",
+        }
+        layout_extra["images"].append(
+            {
+                "source": image_src,
+                "xref": f"x{ax}",
+                "yref": f"y{ax}",
+                "x": 0,
+                "y": 0,
+                "sizex": image_size,
+                "sizey": image_size,
+                "sizing": "stretch",
+                "layer": "below",
+            }
+        )
+        layout_extra["annotations"].append(
+            {
+                "text": plotly_text(title),
+                "xref": "paper",
+                "yref": "paper",
+                "x": x0 + width / 2,
+                "y": 1.0,
+                "yanchor": "bottom",
+                "showarrow": False,
+                "font": {"size": 12},
+            }
+        )
+    return {"data": data, "layout": _layout(height, margin={"l": 8, "r": 8, "t": 28, "b": 8}, **layout_extra)}
+
+
+def embedding_scatter(
+    x: Sequence[float],
+    y: Sequence[float],
+    labels: Sequence[int],
+    predicted: Sequence[int],
+    class_names: Sequence[str],
+    *,
+    method: str,
+    height: int = 520,
+) -> Chart:
+    """2-D embedding of the probe set, one trace per class (legend toggles a class), class colours.
+
+    Hover: image id, true class and prediction; misclassified images are drawn as open circles.
+    """
+    names = [plotly_text(n) for n in class_names]
+    xs, ys = np.asarray(x), np.asarray(y)
+    lab, pred = np.asarray(labels), np.asarray(predicted)
+    data = []
+    for c, name in enumerate(names):
+        idx = np.flatnonzero(lab == c)
+        if not len(idx):
+            continue
+        wrong = pred[idx] != c
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": name,
+                "x": _round(xs[idx], 4),
+                "y": _round(ys[idx], 4),
+                "customdata": [[int(i), names[int(p)]] for i, p in zip(idx, pred[idx], strict=True)],
+                "marker": {
+                    "color": class_color(c),
+                    "size": 7,
+                    "symbol": ["circle-open" if w else "circle" for w in wrong.tolist()],
+                    "line": {"width": 1.5},
+                },
+                "hovertemplate": f"image %{{customdata[0]}}<br>class <b>{name}</b><br>"
+                "predicted %{customdata[1]}<extra></extra>",
+            }
+        )
+    axis = {"showticklabels": False, "zeroline": False, "title": {"text": ""}}
+    return {
+        "data": data,
+        "layout": _layout(
+            height,
+            showlegend=True,
+            legend={"orientation": "v", "x": 1.01, "y": 1, "font": {"size": 12}, "itemsizing": "constant"},
+            xaxis={**axis, "title": {"text": f"{method} 1"}},
+            yaxis={**axis, "title": {"text": f"{method} 2"}, "scaleanchor": "x"},
+            margin={"r": 140},
+        ),
+    }
+
+
+def invariance_curves(
+    kind: str,
+    unit: str,
+    amounts: Sequence[float],
+    layers: Sequence[str],
+    relative: Sequence[Sequence[Sequence[float]]],
+    true_prob: Sequence[Sequence[float]],
+    images: Sequence[str],
+    image_classes: Sequence[int],
+    *,
+    height: int = 300,
+) -> Chart:
+    """Invariance (Zeiler & Fergus 2013, Fig. 5) for one transform kind, two panels side by side.
+
+    Left: relative feature distance ``||f(Tx) - f(x)|| / ||f(x)||`` per layer (mean over the images,
+    thick; one thin line per image). Right: true-class probability per image (class colours).
+    """
+    xs = [float(a) for a in amounts]
+    data: list[dict[str, Any]] = []
+    rel = np.asarray(relative, dtype=np.float64)  # [L, B, A]
+    for li, layer in enumerate(layers):
+        color = layer_color(li, len(layers))
+        for b in range(rel.shape[1]):
+            data.append(
+                {
+                    "type": "scatter",
+                    "mode": "lines",
+                    "x": xs,
+                    "y": _round(rel[li, b], 4),
+                    "line": {"color": color, "width": 1},
+                    "opacity": 0.35,
+                    "hoverinfo": "skip",
+                    "showlegend": False,
+                }
+            )
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "name": plotly_text(layer),
+                "x": xs,
+                "y": _round(rel[li].mean(0), 4),
+                "line": {"color": color, "width": 3},
+                "marker": {"size": 5},
+                "hovertemplate": f"{plotly_text(layer)}, %{{x}} {unit}: %{{y:.3f}}<extra></extra>",
+            }
+        )
+    for b, (name, c) in enumerate(zip(images, image_classes, strict=True)):
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "name": plotly_text(name),
+                "x": xs,
+                "y": _round(np.asarray(true_prob[b]), 4),
+                "xaxis": "x2",
+                "yaxis": "y2",
+                "line": {"color": class_color(c), "width": 2},
+                "marker": {"size": 4},
+                "hovertemplate": f"{plotly_text(name)}, %{{x}} {unit}: p = %{{y:.3f}}<extra></extra>",
+            }
+        )
+    return {
+        "data": data,
+        "layout": _layout(
+            height,
+            showlegend=True,
+            legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom", "font": {"size": 11}},
+            xaxis={"domain": [0, 0.46], "title": {"text": f"{kind} ({unit})"}},
+            yaxis={"title": {"text": "relative distance"}, "rangemode": "tozero"},
+            xaxis2={
+                "domain": [0.56, 1],
+                "title": {"text": f"{kind} ({unit})"},
+                "anchor": "y2",
+                "gridcolor": GRID,
+            },
+            yaxis2={
+                "title": {"text": "true-class probability"},
+                "range": [0, 1.02],
+                "anchor": "x2",
+                "gridcolor": GRID,
+            },
+            margin={"t": 56},
+        ),
+    }
+
+
+def density_scatter(
+    density: Sequence[float | None],
+    preference: Sequence[float],
+    class_names: Sequence[str],
+    *,
+    x_title: str,
+    y_title: str = "class preference (% of the layer's score)",
+    rho: float | None,
+    height: int = 340,
+) -> Chart:
+    """Class preference (share of the layer's rank-weighted score) against class stroke density."""
+    names = [plotly_text(n) for n in class_names]
+    pref = np.asarray(preference, dtype=np.float64)
+    share = pref / pref.sum() * 100 if pref.sum() > 0 else pref
+    keep = [i for i, d in enumerate(density) if d is not None]
+    rho_text = "undefined" if rho is None else f"{rho:+.2f}"
+    return {
+        "data": [
+            {
+                "type": "scatter",
+                "mode": "markers+text",
+                "x": [round(float(density[i]) * 100, 3) for i in keep],  # type: ignore[arg-type]
+                "y": [round(float(share[i]), 3) for i in keep],
+                "text": [names[i] for i in keep],
+                "textposition": "top center",
+                "textfont": {"size": 10},
+                "marker": {"color": [class_color(i) for i in keep], "size": 10},
+                "hovertemplate": "<b>%{text}</b><br>density %{x:.1f}%<br>preference %{y:.1f}%<extra></extra>",
+            }
+        ],
+        "layout": _layout(
+            height,
+            xaxis={"title": {"text": x_title}},
+            yaxis={"title": {"text": y_title}, "rangemode": "tozero"},
+            annotations=[
+                {
+                    "text": f"Spearman ρ = {rho_text}",
+                    "xref": "paper",
+                    "yref": "paper",
+                    "x": 0.01,
+                    "y": 0.99,
+                    "xanchor": "left",
+                    "yanchor": "top",
+                    "showarrow": False,
+                    "font": {"size": 13},
+                    "bgcolor": "rgba(255,255,255,0.8)",
+                }
+            ],
+        ),
+    }
+
+
+def density_correlation(
+    layers: Sequence[str],
+    rho_density: Sequence[float | None],
+    rho_complexity: Sequence[float | None],
+    *,
+    density_label: str,
+    height: int = 300,
+) -> Chart:
+    """Spearman's ρ between each layer's class preference and class density / complexity, by depth."""
+    names = [plotly_text(n) for n in layers]
+    return {
+        "data": [
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "name": plotly_text(density_label),
+                "x": names,
+                "y": list(rho_density),
+                "line": {"color": ACCENT, "width": 3},
+                "marker": {"size": 8},
+                "hovertemplate": "%{x}: ρ = %{y:.2f}<extra>" + plotly_text(density_label) + "</extra>",
+            },
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "name": "complexity (PNG bytes)",
+                "x": names,
+                "y": list(rho_complexity),
+                "line": {"color": "#d0782a", "width": 2, "dash": "dot"},
+                "marker": {"size": 7},
+                "hovertemplate": "%{x}: ρ = %{y:.2f}<extra>complexity</extra>",
+            },
+        ],
+        "layout": _layout(
+            height,
+            showlegend=True,
+            legend=_TOP_LEGEND,
+            xaxis={"type": "category"},
+            yaxis={
+                "title": {"text": "Spearman ρ with class preference"},
+                "range": [-1.05, 1.05],
+                "zeroline": True,
+            },
+            margin={"t": 40},
+        ),
+    }

@@ -38,6 +38,7 @@ import numpy as np
 from sitegen.diff import DiffSide, StoreDiff, read_diff, top_bottom, topk_overlap
 from sitegen.errors import RenderError, StoreError
 from sitegen.render import charts
+from sitegen.render.techniques import NO_UNIT, CheckpointTechniques
 from sitegen.store import BuildRecord, CheckpointManifest, DatasetRecord, NetworkRecord, Store, codecs
 from sitegen.store.manifest import CheckpointRef, LayerRecord, SpriteLayout
 
@@ -57,7 +58,7 @@ _PANEL_LABELS = {
 
 # Names a network (at the top) or a layer (inside a network) may not take: site files live there.
 _RESERVED_TOP = frozenset({"index.html", "assets", "img", "compare", "diff"})
-_RESERVED_NET = frozenset({"index.html", "filters.png", "actmaps", "evolution"})
+_RESERVED_NET = frozenset({"index.html", "filters.png", "actmaps", "evolution", "gradcam"})
 # Evolution pages are <net>/evolution/<layer>.html beside index.html.
 _RESERVED_EVO = frozenset({"index"})
 
@@ -513,6 +514,7 @@ class _Checkpoint:
     classes: Mapping[str, np.ndarray]
     layer_slugs: Mapping[str, str]
     dir: Path
+    techniques: CheckpointTechniques
 
 
 def plan_site(store: Store) -> SitePlan:
@@ -656,6 +658,9 @@ class _Planner:
             classes=self.store.read_arrays(net.name, name, "classes"),
             layer_slugs=_unique_slugs(m.layers, _RESERVED_NET),
             dir=self.store.checkpoint_dir(net.name, name),
+            techniques=CheckpointTechniques(
+                self.store.checkpoint_dir(net.name, name), m.techniques, base, self.files.__setitem__
+            ),
         )
 
     def _image(self, ds: _Dataset, index: int, size: int) -> Img:
@@ -795,6 +800,23 @@ class _Planner:
         )
         timings = self._bars(m.timings)
         title = net.name if ck.base.count("/") == 1 else f"{net.name} @ {ck.name}"
+        shown = {lay: set(u) for lay, u in m.shown_units.items()}
+
+        def unit_href(layer: str, unit: int) -> str:
+            ok = layer in ck.layer_slugs and unit in shown.get(layer, ())
+            return f"{ck.base}{ck.layer_slugs[layer]}/unit-{unit:04d}.html" if ok else ""
+
+        techniques = ck.techniques.network(
+            page_root=_root(f"{ck.base}index.html"),
+            image=lambda i, size: self._image(ds, i, size),
+            chips=ds.chips,
+            class_names=ds.rec.class_names,
+            input_size=net.input_size,
+            layers=m.layers,
+            weighted={lay: _arr(ck.classes, f"{lay}/weighted", npz) for lay in m.layers},
+            overall=overall,
+            unit_href=unit_href,
+        )
         self._page(
             f"{ck.base}index.html",
             "network.html",
@@ -813,6 +835,7 @@ class _Planner:
             timings=timings,
             filters=self._filters(ck),
             actmaps=self._actmaps(ck, ds, layers),
+            techniques=techniques,
             dataset=ds.rec.name,
             wide=n_cls > charts.MANY_CLASSES,
         )
@@ -1032,6 +1055,7 @@ class _Planner:
                 position=f"{pos + 1} of {len(units)}",
                 rf=f"{rec.rf_size} px",
                 layer_href=page_paths[pos // UNITS_PER_PAGE],
+                extra=ck.techniques.unit(layer, u, folder) if ck.techniques.docs else NO_UNIT,
             )
 
         # Layer pages.
@@ -1060,6 +1084,8 @@ class _Planner:
             Figure("fig-preference", charts.class_preference(weighted, counts_c, ds.rec.class_names), 340),
             Figure("fig-ranks", charts.rank_histograms(per_rank, ds.rec.class_names), 360),
         )
+        stroke = ck.techniques.layer_stroke(layer, weighted, ds.rec.class_names)
+        featvis = ck.techniques.featvis_tiles(layer, folder, lambda u: unit_path.get(u, ""))
         for p in range(n_pages):
             chunk = tuple(tiles[p * UNITS_PER_PAGE : (p + 1) * UNITS_PER_PAGE])
             pager = (
@@ -1079,6 +1105,8 @@ class _Planner:
                 layer=layer,
                 facts=facts,
                 figures=figures if p == 0 else (),
+                stroke=stroke if p == 0 else None,
+                featvis=featvis if p == 0 else (),
                 top=top if p == 0 else (),
                 bottom=bottom if p == 0 else (),
                 tiles=chunk,

@@ -146,3 +146,4 @@ class CheckpointManifest(_Record):
     filters: GridLayout | None = None
     activation_maps: bool = False
     reconstructions: list[str] = Field(default_factory=list)
+    techniques: list[str] = Field(default_factory=list)  # sitegen.techniques.NAMES written

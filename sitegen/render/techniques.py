@@ -1,0 +1,426 @@
+"""View models of the literature's other techniques (:mod:`sitegen.techniques` wrote their files).
+
+Reads a checkpoint's ``gradcam.json``, ``occlusion.json``, ``embedding.json``, ``invariance.json``,
+``stroke.json``, ``featvis.json`` and ``erf.json`` (those its manifest lists under ``techniques``)
+and turns them into plain values and Plotly figures for the network, layer and unit pages. Like the
+rest of render: numpy and the store only, never torch.
+
+Site files: Grad-CAM overlays go to ``<net>/gradcam/``; a unit's feature visualization and empirical
+receptive field sit beside its page as ``unit-0007-fv.webp`` and ``unit-0007-erf.png``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from sitegen.errors import RenderError
+from sitegen.render import charts
+from sitegen.store import codecs
+
+FORMAT = 1
+FV_SIZE = 160  # CSS px of a feature visualization on the unit page
+FV_TILE = 64  # ... and on the layer page grid
+ERF_SIZE = 160  # CSS px of an empirical-RF map
+GRADCAM_SIZE = 132
+
+_KIND_TITLES = {"translation": "Vertical translation", "rotation": "Rotation", "scale": "Scale"}
+
+
+@dataclass(frozen=True, slots=True)
+class Img:
+    src: str
+    width: int
+    height: int
+    alt: str
+
+
+@dataclass(frozen=True, slots=True)
+class Chip:
+    index: int
+    name: str
+    color: str
+
+
+@dataclass(frozen=True, slots=True)
+class Fig:
+    id: str
+    spec: dict[str, Any]
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
+class GradCamRow:
+    image: Any  # views.Img
+    index: int
+    label: Any  # views.Chip
+    predicted: Any
+    correct: bool
+    true_prob: str
+    pred_prob: str
+    true_map: Img
+    pred_map: Img
+
+
+@dataclass(frozen=True, slots=True)
+class OcclusionView:
+    index: int
+    label: Any
+    predicted: Any
+    unit: int
+    unit_href: str
+    figure: Fig
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkTechniques:
+    """Everything the network page shows from the techniques (None / () when not computed)."""
+
+    gradcam_layer: str
+    gradcam: tuple[GradCamRow, ...]
+    occlusion_note: str
+    occlusion: tuple[OcclusionView, ...]
+    embedding: Fig | None
+    embedding_note: str
+    invariance: tuple[Fig, ...]
+    invariance_note: str
+    stroke: Fig | None
+    stroke_overall: Fig | None
+    stroke_note: str
+
+    @property
+    def any(self) -> bool:
+        return bool(self.gradcam or self.occlusion or self.embedding or self.invariance or self.stroke)
+
+
+@dataclass(frozen=True, slots=True)
+class FeatVisTile:
+    unit: int
+    href: str
+    img: Img
+    gain: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnitTechniques:
+    featvis: Img | None
+    featvis_note: str
+    erf: Img | None
+    erf_box: tuple[str, str]  # (offset %, size %) of the analytic RF square inside the map
+    erf_note: str
+
+    @property
+    def any(self) -> bool:
+        return self.featvis is not None or self.erf is not None
+
+
+NO_UNIT = UnitTechniques(None, "", None, ("0%", "0%"), "")
+
+
+class CheckpointTechniques:
+    """The technique files of one atlas checkpoint, loaded once, served to its pages."""
+
+    def __init__(self, ck_dir: Path, names: Sequence[str], base: str, add_file: Callable[[str, Path], None]):
+        self.dir = ck_dir
+        self.base = base
+        self.add_file = add_file
+        self.docs: dict[str, dict[str, Any]] = {name: self._read(name) for name in names}
+
+    def _read(self, name: str) -> dict[str, Any]:
+        path = self.dir / f"{name}.json"
+        if not path.is_file():
+            raise RenderError(f"{path}: missing; the store is incomplete, rerun `sitegen build`")
+        try:
+            doc = codecs.read_json(path)
+        except (OSError, ValueError) as e:
+            raise RenderError(f"{path}: unreadable ({e}); rerun `sitegen build`") from None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            got = doc.get("format") if isinstance(doc, dict) else None
+            raise RenderError(f"{path}: format {got!r}, this sitegen reads format {FORMAT}")
+        return doc
+
+    def _file(self, rel: str, site_path: str) -> str:
+        p = PurePosixPath(rel)
+        if p.is_absolute() or ".." in p.parts:
+            raise RenderError(f"{self.dir}: file {rel!r} leaves the checkpoint folder")
+        src = self.dir / p
+        if not src.is_file():
+            raise RenderError(f"{src}: missing; the store is incomplete, rerun `sitegen build`")
+        self.add_file(site_path, src)
+        return site_path
+
+    def _guard(self, name: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise RenderError(
+                f"{self.dir / (name + '.json')}: malformed ({type(e).__name__}: {e}); rerun `sitegen build`"
+            ) from None
+
+    # -- network page --
+    def network(
+        self,
+        *,
+        page_root: str,
+        image: Callable[[int, int], Any],
+        chips: Sequence[Any],
+        class_names: Sequence[str],
+        input_size: int,
+        layers: Sequence[str],
+        weighted: Mapping[str, np.ndarray],
+        overall: np.ndarray,
+        unit_href: Callable[[str, int], str],
+    ) -> NetworkTechniques:
+        d = self.docs
+        gradcam: tuple[GradCamRow, ...] = ()
+        if "gradcam" in d:
+            gradcam = self._guard("gradcam", lambda: self._gradcam(d["gradcam"], image, chips))
+        occl: tuple[OcclusionView, ...] = ()
+        occl_note = ""
+        if "occlusion" in d:
+            occl = self._guard(
+                "occlusion",
+                lambda: self._occlusion(d["occlusion"], page_root, image, chips, input_size, unit_href),
+            )
+            o = d["occlusion"]
+            occl_note = f"{o['size']} px grey square, stride {o['stride']} px; unit of {o['layer']}"
+        emb, emb_note = None, ""
+        if "embedding" in d:
+            e = d["embedding"]
+            emb = self._guard(
+                "embedding",
+                lambda: Fig(
+                    "fig-embedding",
+                    charts.embedding_scatter(
+                        e["x"], e["y"], e["labels"], e["predicted"], class_names, method=str(e["method"])
+                    ),
+                    540,
+                ),
+            )
+            emb_note = (
+                f"{e['method']} of the {e['dim']}-dimensional penultimate features of {len(e['x'])} images"
+            )
+        inv: tuple[Fig, ...] = ()
+        inv_note = ""
+        if "invariance" in d:
+            inv = self._guard("invariance", lambda: self._invariance(d["invariance"], chips))
+            inv_note = ", ".join(d["invariance"]["layers"])
+        stroke = stroke_all = None
+        stroke_note = ""
+        if "stroke" in d:
+            s = d["stroke"]
+            stroke, stroke_all, stroke_note = self._guard(
+                "stroke", lambda: self._stroke_network(s, layers, overall, class_names)
+            )
+        return NetworkTechniques(
+            gradcam_layer=str(d["gradcam"]["layer"]) if "gradcam" in d else "",
+            gradcam=gradcam,
+            occlusion_note=occl_note,
+            occlusion=occl,
+            embedding=emb,
+            embedding_note=emb_note,
+            invariance=inv,
+            invariance_note=inv_note,
+            stroke=stroke,
+            stroke_overall=stroke_all,
+            stroke_note=stroke_note,
+        )
+
+    def _gradcam(
+        self, doc: dict, image: Callable[[int, int], Any], chips: Sequence[Any]
+    ) -> tuple[GradCamRow, ...]:
+        rows = []
+        for e in doc["images"]:
+            idx, label, pred = int(e["index"]), int(e["label"]), int(e["predicted"])
+            maps = {}
+            for which in ("true", "pred"):
+                rel = str(e[f"{which}_png"])
+                src = self._file(rel, f"{self.base}gradcam/{PurePosixPath(rel).name}")
+                cls = chips[label if which == "true" else pred].name
+                maps[which] = Img(src, GRADCAM_SIZE, GRADCAM_SIZE, f"Grad-CAM of {cls} on probe image {idx}")
+            rows.append(
+                GradCamRow(
+                    image=image(idx, GRADCAM_SIZE),
+                    index=idx,
+                    label=chips[label],
+                    predicted=chips[pred],
+                    correct=label == pred,
+                    true_prob=f"{float(e['true_prob']) * 100:.1f}%",
+                    pred_prob=f"{float(e['pred_prob']) * 100:.1f}%",
+                    true_map=maps["true"],
+                    pred_map=maps["pred"],
+                )
+            )
+        return tuple(rows)
+
+    def _occlusion(
+        self,
+        doc: dict,
+        page_root: str,
+        image: Callable[[int, int], Any],
+        chips: Sequence[Any],
+        input_size: int,
+        unit_href: Callable[[str, int], str],
+    ) -> tuple[OcclusionView, ...]:
+        out = []
+        layer = str(doc["layer"])
+        for j, e in enumerate(doc["images"]):
+            idx, label, pred, unit = int(e["index"]), int(e["label"]), int(e["predicted"]), int(e["unit"])
+            img = image(idx, 132)
+            panels = [
+                (f"p({chips[label].name}), true class", e["true_prob"], *_span(e["true_prob"]), True),
+                (f"p({chips[pred].name}), predicted", e["pred_prob"], *_span(e["pred_prob"]), True),
+                (f"{layer} unit {unit}", e["activation"], *_span(e["activation"]), True),
+            ]
+            fig = charts.occlusion_maps(page_root + img.src, input_size, doc["rows"], doc["cols"], panels)
+            out.append(
+                OcclusionView(
+                    index=idx,
+                    label=chips[label],
+                    predicted=chips[pred],
+                    unit=unit,
+                    unit_href=unit_href(layer, unit),
+                    figure=Fig(f"fig-occlusion-{j}", fig, 250),
+                )
+            )
+        return tuple(out)
+
+    def _invariance(self, doc: dict, chips: Sequence[Any]) -> tuple[Fig, ...]:
+        layers = [str(x) for x in doc["layers"]]
+        labels = [int(x) for x in doc["labels"]]
+        names = [f"image {int(i)} ({chips[c].name})" for i, c in zip(doc["images"], labels, strict=True)]
+        figs = []
+        for kind, k in doc["kinds"].items():
+            spec = charts.invariance_curves(
+                _KIND_TITLES.get(kind, kind),
+                str(k["unit"]),
+                k["amounts"],
+                layers,
+                k["relative"],
+                k["true_prob"],
+                names,
+                labels,
+            )
+            figs.append(Fig(f"fig-invariance-{kind}", spec, 320))
+        return tuple(figs)
+
+    def _stroke_network(
+        self, s: dict, layers: Sequence[str], overall: np.ndarray, class_names: Sequence[str]
+    ) -> tuple[Fig, Fig, str]:
+        label = "ink density" if s["kind"] == "sketch" else "edge density"
+        rd, rc = s["rho_density"], s["rho_complexity"]
+        corr = charts.density_correlation(
+            layers, [rd.get(lay) for lay in layers], [rc.get(lay) for lay in layers], density_label=label
+        )
+        from sitegen.analyses.stroke import spearman  # numpy only
+
+        rho = spearman(overall, [np.nan if v is None else v for v in s["density"]])
+        scatter = charts.density_scatter(
+            s["density"],
+            overall,
+            class_names,
+            x_title=f"{label} of the class (%)",
+            rho=None if np.isnan(rho) else rho,
+        )
+        note = (
+            f"{label}: share of {'non-background' if s['kind'] == 'sketch' else 'edge'} pixels per image, "
+            "averaged per class over the probe set; complexity: mean PNG-compressed size"
+        )
+        return Fig("fig-stroke-corr", corr, 320), Fig("fig-stroke-overall", scatter, 360), note
+
+    # -- layer page --
+    def layer_stroke(self, layer: str, weighted: np.ndarray, class_names: Sequence[str]) -> Fig | None:
+        s = self.docs.get("stroke")
+        if s is None:
+            return None
+        label = "ink density" if s["kind"] == "sketch" else "edge density"
+        return self._guard(
+            "stroke",
+            lambda: Fig(
+                "fig-stroke",
+                charts.density_scatter(
+                    s["density"],
+                    weighted,
+                    class_names,
+                    x_title=f"{label} of the class (%)",
+                    rho=s["rho_density"].get(layer),
+                ),
+                360,
+            ),
+        )
+
+    def featvis_tiles(
+        self, layer: str, folder: str, unit_href: Callable[[int], str]
+    ) -> tuple[FeatVisTile, ...]:
+        fv = self.docs.get("featvis")
+        if fv is None or layer not in fv["layers"]:
+            return ()
+        info = fv["layers"][layer]
+        return tuple(
+            FeatVisTile(u, unit_href(u), self._fv_img(layer, folder, u, FV_TILE), _gain(s, o))
+            for u, s, o in zip(info["units"], info["start_objective"], info["objective"], strict=True)
+        )
+
+    def _fv_img(self, layer: str, folder: str, unit: int, size: int) -> Img:
+        src = self._file(f"featvis/{layer}/unit-{unit:04d}.webp", f"{folder}unit-{unit:04d}-fv.webp")
+        return Img(src, size, size, f"unit {unit}: image optimized to excite it")
+
+    # -- unit page --
+    def unit(self, layer: str, unit: int, folder: str) -> UnitTechniques:
+        fv_img, fv_note = None, ""
+        fv = self.docs.get("featvis")
+        if fv is not None and layer in fv["layers"]:
+            info = fv["layers"][layer]
+            units = list(info["units"])
+            if unit in units:
+                j = units.index(unit)
+                fv_img = self._fv_img(layer, folder, unit, FV_SIZE)
+                start, final = float(info["start_objective"][j]), float(info["objective"][j])
+                fv_note = (
+                    f"mean activation {start:.3g} → {final:.3g} "
+                    f"after {fv['steps']} steps ({fv['param']}, {fv['size']} px)"
+                )
+        erf_img, box, erf_note = None, ("0%", "0%"), ""
+        erf = self.docs.get("erf")
+        if erf is not None and str(unit) in erf["layers"].get(layer, {}):
+            e = erf["layers"][layer][str(unit)]
+            src = self._file(str(e["png"]), f"{folder}unit-{unit:04d}-erf.png")
+            erf_img = Img(src, ERF_SIZE, ERF_SIZE, f"unit {unit}: empirical receptive field")
+            s, a = int(e["map_size"]), int(e["analytic_size"])
+            box = (f"{100 * (s - a) / 2 / s:.2f}%", f"{100 * a / s:.2f}%")
+            erf_note = (
+                f"{float(e['effective_size']):.0f} px holds {float(e['mass']) * 100:.0f}% of the discrepancy "
+                f"(analytic RF {a} px; map {s} px, {e['images']} images, occluder {erf['occluder']} px)"
+            )
+        return UnitTechniques(fv_img, fv_note, erf_img, box, erf_note)
+
+
+def _span(z: Any) -> tuple[float, float]:
+    """Colour range of one occlusion map: its own min..max (at least 0.02 wide, so noise stays dark)."""
+    a = np.asarray(z, dtype=np.float64)
+    if not a.size:
+        return 0.0, 1.0
+    lo, hi = float(a.min()), float(a.max())
+    if hi - lo < 0.02:
+        mid = (hi + lo) / 2
+        lo, hi = mid - 0.01, mid + 0.01
+    return round(lo, 4), round(hi, 4)
+
+
+def _gain(start: float, final: float) -> str:
+    return f"{float(final):.3g}"
+
+
+__all__ = [
+    "CheckpointTechniques",
+    "FeatVisTile",
+    "GradCamRow",
+    "NO_UNIT",
+    "NetworkTechniques",
+    "OcclusionView",
+    "UnitTechniques",
+]
