@@ -65,7 +65,7 @@ from sitegen.store.manifest import (
     Provenance,
     SpriteLayout,
 )
-from sitegen.techniques import Inputs, probe_picks, run_techniques
+from sitegen.techniques import Inputs, check_layers, probe_picks, run_techniques
 from sitegen.train import train, train_key
 
 log = logging.getLogger("sitegen")
@@ -366,6 +366,7 @@ def _build_network(
             continue
         loaded = load(ck)
         _check_units(spec, net_name, net, loaded.layers)
+        check_layers(spec.analyses, loaded.layers, spec.problem, net_name)
         layers, params = _table(loaded)
         log.info(
             "%s@%s: mining %d layers on %d probe images",

@@ -106,6 +106,24 @@ def run_techniques(a: AnalysesSpec, inputs: Inputs, out: Path, network: str) -> 
     return done
 
 
+def check_layers(
+    a: AnalysesSpec, layers: Sequence[LayerInfo], problem: Callable[[tuple, str], str], network: str
+) -> None:
+    """Raise the SpecError a technique would raise for its layer names, before any work is done."""
+    if a.gradcam.enabled:
+        _one_layer(a.gradcam.layer, layers, problem, ("analyses", "gradcam", "layer"), network)
+    if a.occlusion.enabled:
+        _one_layer(a.occlusion.layer, layers, problem, ("analyses", "occlusion", "layer"), network)
+    picks = [
+        (a.featvis.enabled, a.featvis.layers, "featvis"),
+        (a.empirical_rf.enabled, a.empirical_rf.layers, "empirical_rf"),
+        (a.invariance.enabled, a.invariance.layers, "invariance"),
+    ]
+    for enabled, pick, name in picks:
+        if enabled and pick is not None and not isinstance(pick, str):
+            pick_layers(pick, layers, problem, ("analyses", name, "layers"), network)
+
+
 # --- picking inputs ----------------------------------------------------------------------------------
 
 
@@ -472,4 +490,4 @@ def _erf(a: AnalysesSpec, inputs: Inputs, out: Path, network: str) -> bool:
     return bool(layers)
 
 
-__all__ = ["FORMAT", "NAMES", "Inputs", "pick_layers", "probe_picks", "run_techniques"]
+__all__ = ["FORMAT", "NAMES", "Inputs", "check_layers", "pick_layers", "probe_picks", "run_techniques"]

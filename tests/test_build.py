@@ -35,6 +35,8 @@ analyses:
   batch_size: 7
   reconstructions: {methods: [deconvnet]}
   activation_maps: {images: 2, channels: 2}
+  featvis: {enabled: true, steps: 4, layers: last, grayscale: true}
+  empirical_rf: {enabled: true, units: 1, layers: [conv5, conv2_2]}  # conv2_2: a vgg name, skipped here
 diffs:
   - {a: net@epoch-1, b: net@epoch-2}
 """
@@ -162,3 +164,75 @@ def test_cached_rebuild_loads_no_model(built: Path, tmp_path: Path, monkeypatch:
     result = build(load_spec(copy / "experiments.yaml"), render=False)
     assert (result.computed, result.cached) == (0, 2)
     assert Store(copy / "output" / "store").read_network("net").layers == before.layers
+
+
+def test_techniques_are_stored_and_shown(built: Path) -> None:
+    from sitegen.techniques import NAMES
+
+    store = Store(built / "output" / "store")
+    m = store.read_manifest("net", "epoch-2")
+    assert m.techniques == list(NAMES)
+    assert store.read_manifest("net", "epoch-1").techniques == list(NAMES)  # mined for the diff: same work
+    ck = store.checkpoint_dir("net", "epoch-2")
+    n_probe = store.read_dataset("d").n_probe
+    labels = np.load(store.dataset_dir("d") / "labels.npy")
+
+    def doc(name: str) -> dict:
+        return store.read_json(ck / f"{name}.json")  # type: ignore[return-value]
+
+    gradcam = doc("gradcam")
+    assert gradcam["layer"] == "conv5" and len(gradcam["images"]) == 8
+    # one image per class in class order, then the second of each class
+    assert [int(labels[e["index"]]) for e in gradcam["images"]] == [0, 1, 2, 3, 0, 1, 2, 3]
+    for e in gradcam["images"]:
+        assert (ck / e["true_png"]).is_file() and (ck / e["pred_png"]).is_file()
+    occ = doc("occlusion")
+    grid = (len(occ["rows"]), len(occ["cols"]))
+    assert grid == (7, 7)  # 32 px, 8 px square, stride 4
+    assert all(np.shape(e[k]) == grid for e in occ["images"] for k in ("true_prob", "activation"))
+    emb = doc("embedding")
+    assert len(emb["x"]) == len(emb["labels"]) == n_probe and max(map(abs, emb["x"] + emb["y"])) == 1.0
+    inv = doc("invariance")
+    assert list(inv["kinds"]) == ["translation", "rotation", "scale"]
+    assert np.shape(inv["kinds"]["rotation"]["relative"]) == (2, 4, 24)
+    stroke = doc("stroke")
+    assert stroke["kind"] == "sketch" and list(stroke["rho_density"]) == m.layers
+    fv = doc("featvis")
+    assert list(fv["layers"]) == ["conv5"] and fv["layers"]["conv5"]["units"] == m.shown_units["conv5"]
+    erf = doc("erf")
+    first = m.shown_units["conv5"][0]
+    assert list(erf["layers"]) == ["conv5"] and list(erf["layers"]["conv5"]) == [str(first)]
+
+    site = built / "output" / "site" / "net"
+    network = (site / "index.html").read_text()
+    for section in ("gradcam", "occlusion", "embedding", "invariance", "stroke"):
+        assert f'id="{section}"' in network, section
+    unit = (site / "conv5" / f"unit-{first:04d}.html").read_text()
+    assert f"unit-{first:04d}-fv.webp" in unit and f"unit-{first:04d}-erf.png" in unit
+    assert (site / "conv5" / f"unit-{first:04d}-erf.png").is_file()
+    other = m.shown_units["conv5"][1]
+    assert "-erf.png" not in (site / "conv5" / f"unit-{other:04d}.html").read_text()
+    assert 'class="fv-grid"' in (site / "conv5" / "index.html").read_text()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("gradcam", "{layer: conv9}", "analyses.gradcam.layer: no layer 'conv9' in net"),
+        ("featvis", "{enabled: true, layers: [conv9]}", "analyses.featvis.layers: none of ['conv9']"),
+    ],
+)
+def test_unknown_technique_layer_is_one_line(tmp_path: Path, key: str, value: str, message: str) -> None:
+    spec = f"""\
+datasets:
+  d: {{builtin: doodles, classes: [circle, square], images_per_class: 4, image_size: 32}}
+networks:
+  net: {{arch: zoo:alexnet_small, dataset: d, units: 2}}
+analyses:
+  reconstructions: {{enabled: false}}
+  {key}: {value}
+"""
+    (tmp_path / "experiments.yaml").write_text(spec)
+    result = CliRunner().invoke(app, ["build", str(tmp_path / "experiments.yaml")])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
