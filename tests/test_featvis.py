@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from sitegen.analyses.featvis import FeatVis, featvis
+from sitegen.analyses._hooks import get_module, truncated
+from sitegen.analyses.featvis import FeatVis, _Adam, _conv_channel, _fast_max_pools, _OwnChannel, featvis
 from sitegen.errors import ModelError
 from sitegen.models._api import LayerInfo, LoadedModel
 
@@ -179,12 +180,16 @@ def test_model_is_left_as_found_even_on_error() -> None:
 
     with pytest.raises(RuntimeError, match="stop"):
         featvis(model, "fc6", [0, 1], steps=2, batch_units=1, progress=stop)
+    with pytest.raises(RuntimeError, match="stop"):  # the own-channel path: a hook on conv2's conv
+        featvis(model, "conv2", [0, 1], steps=2, batch_units=1, progress=stop)
     assert [p.requires_grad for p in net.parameters()] == flags
     assert all(torch.equal(p, q) for p, q in zip(net.parameters(), before, strict=True))
     assert all(p.grad is None for p in net.parameters())
     assert net.training
     assert net[1].inplace and not net[4].inplace
     assert not net[1]._forward_hooks and not net[4]._forward_hooks and not net[8]._forward_hooks
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())
+    assert not any("forward" in m.__dict__ for m in net.modules())  # the max pool's forward is restored
 
 
 def test_linear_and_prob_units() -> None:
@@ -214,3 +219,132 @@ def test_bad_layer_or_unit_is_a_model_error() -> None:
         featvis(model, "conv9", [0], steps=1)
     with pytest.raises(ModelError, match="units 0..5"):
         featvis(model, "conv2", [6], steps=1)
+
+
+# --- the speed-ups: each exact up to float rounding -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "conv",
+    [
+        nn.Conv2d(5, 7, 3, padding=1),
+        nn.Conv2d(5, 7, 3, padding=0, bias=False),
+        nn.Conv2d(5, 7, (3, 5), padding=(2, 1), dilation=(2, 1)),
+        nn.Conv2d(6, 8, 3, padding=1, groups=2),
+        nn.Conv2d(5, 7, 3, padding=1, padding_mode="reflect"),
+        nn.Conv2d(5, 7, 3, padding="same"),
+        nn.Conv2d(5, 7, 5, stride=2, padding=2),
+        nn.Conv2d(6, 8, 4, stride=(2, 3), padding=1, groups=2),
+    ],
+    ids=["pad", "nobias", "dilated", "groups", "reflect", "same", "strided", "strided-groups"],
+)
+def test_own_channel_conv_equals_the_whole_layer(conv: nn.Conv2d) -> None:
+    torch.manual_seed(1)
+    x = torch.randn(6, conv.in_channels, 11, 13, requires_grad=True)
+    idx = torch.tensor([0, 3, conv.out_channels - 1, 3, 1, 2])
+    whole = conv(x)[torch.arange(6), idx]
+    own = _conv_channel(conv, x, idx)
+    assert own.shape == whole.shape
+    torch.testing.assert_close(own, whole, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(whole)
+    (want,) = torch.autograd.grad(whole, x, g)
+    (got,) = torch.autograd.grad(own, x, g)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def with_conv_layers(model: LoadedModel) -> LoadedModel:
+    """The tiny model with its two convs (before their ReLUs) as layers too."""
+    extra = (
+        LayerInfo("conv1_pre", "0", "conv", (6, SIZE, SIZE), 6, 3, 1, 0.0),
+        LayerInfo("conv2_pre", "3", "conv", (6, SIZE // 2, SIZE // 2), 6, 8, 2, 0.5),
+    )
+    return LoadedModel(
+        model.module, "tiny", 3, SIZE, model.mean, model.std, model.layers + extra, model.params
+    )
+
+
+@pytest.mark.parametrize("layer", ["conv1", "conv2", "conv2_pre"])
+def test_own_channel_path_equals_the_whole_layer_path(layer: str) -> None:
+    model = with_conv_layers(make_model())
+    fast = featvis(model, layer, None, steps=12, seed=5, tv=0.01)
+    whole = featvis(model, layer, None, steps=12, seed=5, tv=0.01, own_channel=False)
+    np.testing.assert_allclose(fast.start_objective, whole.start_objective, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fast.objective, whole.objective, rtol=1e-4, atol=1e-5)
+    assert np.abs(fast.images.astype(int) - whole.images.astype(int)).max() <= 1
+
+
+class Shared(nn.Module):
+    """One conv applied twice: its second call feeds the ReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.conv(self.conv(x)))
+
+
+def shortcut_for(net: nn.Module, path: str, units: list[int]) -> _OwnChannel | None:
+    torch.manual_seed(0)
+    layer = LayerInfo("l", path, "conv", (3, 8, 8), 3, 3, 1, 0.0)
+    loaded = LoadedModel(net.eval(), "t", 3, 8, (0.5,) * 3, (0.2,) * 3, (layer,), 0)
+    target = get_module(net, path)
+    with truncated(net, target) as forward:
+        return _OwnChannel.find(forward, target, loaded, units, 8, torch.device("cpu"))
+
+
+def test_own_channel_applies_only_where_it_is_exact() -> None:
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    found = shortcut_for(plain, "1", [0, 3])
+    assert found is not None and found.conv is plain[0] and found.relu
+    found = shortcut_for(plain, "0", [1])
+    assert found is not None and found.conv is plain[0] and not found.relu
+    # a ReLU fed by something else than the conv's output, a shared conv, a non-conv layer: no shortcut
+    assert shortcut_for(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()), "2", [0]) is None
+    assert shortcut_for(Shared(), "relu", [0, 1]) is None
+    assert shortcut_for(nn.Sequential(nn.Conv2d(3, 4, 3), nn.MaxPool2d(2)), "1", [0]) is None
+
+
+@pytest.mark.parametrize(
+    "pool",
+    [
+        nn.MaxPool2d(3, 2),
+        nn.MaxPool2d(2),
+        nn.MaxPool2d(3, 2, padding=1, ceil_mode=True),
+        nn.MaxPool2d((2, 3), (1, 2), dilation=(2, 1)),
+    ],
+    ids=["3s2", "2", "pad-ceil", "dilated"],
+)
+def test_max_pool_forward_and_gradient_are_unchanged(pool: nn.MaxPool2d) -> None:
+    torch.manual_seed(2)
+    # after a ReLU: many zeros, so many windows with ties, where the argmax decides the gradient
+    x = torch.randn(4, 5, 13, 12).clamp(min=0).requires_grad_(True)
+    want = pool(x)
+    g = torch.randn_like(want)
+    (want_grad,) = torch.autograd.grad(want, x, g)
+    with _fast_max_pools(pool):
+        assert "forward" in pool.__dict__
+        got = pool(x)
+        (got_grad,) = torch.autograd.grad(got, x, g)
+    assert "forward" not in pool.__dict__
+    assert got.is_contiguous() and got_grad.is_contiguous()
+    assert torch.equal(got, want)
+    assert torch.equal(got_grad, want_grad)
+
+
+def test_adam_fused_equals_written_out() -> None:
+    torch.manual_seed(3)
+    start = torch.randn(4, 3, 6, 4, 2)
+    results = []
+    for fused in (True, False):
+        p = start.clone().requires_grad_(True)
+        adam = _Adam(p, 0.1)
+        adam.fused = fused and adam.fused
+        gen = torch.Generator().manual_seed(4)
+        for _ in range(20):
+            p.grad = torch.randn(p.shape, generator=gen)
+            adam.step()
+        results.append(p.detach())
+    torch.testing.assert_close(results[0], results[1], rtol=1e-5, atol=1e-6)

@@ -24,7 +24,7 @@ Distill) as implemented in Lucid / lucent:
 - Optional total-variation (``tv``) and L2-towards-grey (``l2``) penalties on the [0, 1] image
   (Mahendran & Vedaldi 2015; Simonyan et al. 2014).
 
-Optimizer: Adam (Kingma & Ba 2015), written out element-wise. Defaults: 128 steps at lr 0.1
+Optimizer: Adam (Kingma & Ba 2015), element-wise (torch's fused kernel). Defaults: 128 steps at lr 0.1
 (lucent's ``render_vis``: 512 at 0.05); on the doodles AlexNet at 64 px they reach 85-97 % of the
 activation of 256 steps at 0.05 in half the time. Use more steps for large images. Every ``nn.ReLU``
 of the model uses Lucid's *redirected* ReLU gradient (:class:`_RedirectedReLU`), so units that are
@@ -45,9 +45,21 @@ options, never on which other units share its chunk or on ``batch_units`` (up to
 batched vs single convolutions).
 
 The forward stops right after the target layer (:func:`sitegen.analyses._hooks.truncated`); the model's
-parameters are frozen (``requires_grad_(False)``) and its ``requires_grad`` flags and train/eval mode
-are restored on exit, even on error. The model is moved to ``device`` and stays there (as in
-:func:`sitegen.mine.mine`).
+parameters are frozen (``requires_grad_(False)``: no weight gradients) and its ``requires_grad`` flags,
+train/eval mode, ReLU and max-pool forwards and hooks are restored on exit, even on error. The model
+is moved to ``device`` and stays there (as in :func:`sitegen.mine.mine`).
+
+**Speed** (each exact up to float rounding; ``benchmarks/featurevis.py``, alexnet conv5 at 128 px):
+
+- *Own channel* (``own_channel=True``): when the layer is an ``nn.Conv2d`` or an ``nn.ReLU`` fed
+  directly by one, the forward stops at that conv's input and each image gets only its own unit's
+  output channel of the conv (:class:`_OwnChannel`; alexnet conv5: 1 of 256 channels).
+- Strided convs (alexnet conv1, 11×11 stride 4) get their input gradient by phases
+  (:func:`sitegen.analyses._hooks.phase_backward`, ~4x faster than oneDNN's).
+- ``nn.MaxPool2d`` runs its forward in channels-last layout and its backward in NCHW
+  (:class:`_MaxPool`: the same maxima and argmax, each direction in its ~5-10x faster layout on CPU).
+- The redirected ReLU backward is one ``threshold_backward`` pass plus one reduction; colours are
+  mixed by a ``matmul`` rather than an ``einsum`` (3x faster); Adam is one fused pass.
 """
 
 from __future__ import annotations
@@ -61,9 +73,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from sitegen.analyses._hooks import get_module, truncated
+from sitegen.analyses._hooks import StopForward, Truncated, get_module, phase_backward, truncated
 from sitegen.errors import ModelError
 from sitegen.models._api import LayerInfo, LoadedModel
 
@@ -94,6 +106,9 @@ _JITTER_PER_128 = 6.0
 # Bytes of activations (forward saved + backward) per unit allowed in one chunk when batch_units is None.
 _CPU_BUDGET = 1 << 30
 _MAX_AUTO_CHUNK = 256
+
+# torch's fused Adam kernel (torch.optim.Adam(fused=True) calls it), where this torch has one
+_FUSED_ADAM: Callable[..., None] | None = getattr(torch, "_fused_adam_", None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +161,7 @@ def featvis(
     batch_units: int | None = None,
     device: str | torch.device = "cpu",
     progress: Callable[[int], None] | None = None,
+    own_channel: bool = True,
 ) -> FeatVis:
     """Optimize one image per unit to maximize the unit's mean activation (batched over units).
 
@@ -168,6 +184,9 @@ def featvis(
             half the free memory on CUDA, at most 256).
         device: where to optimize; the model is moved there.
         progress: called with the number of units finished after each chunk.
+        own_channel: when the layer is an ``nn.Conv2d``, or an ``nn.ReLU`` fed directly by one, compute
+            that last conv for each image's own unit only (see the module docstring; equal up to float
+            rounding). False: the whole layer, then pick the unit.
 
     Returns:
         The images and the objective before and after, per unit.
@@ -206,16 +225,26 @@ def featvis(
         with (
             torch.inference_mode(False),
             torch.enable_grad(),
+            # oneDNN's strided-conv input gradient is slow; outermost: a strided conv target gets it too
+            phase_backward(list(module.modules()) if device.type == "cpu" else []),
             truncated(module, target) as forward,
             _redirected_relus(module),
+            _fast_max_pools(module),
+            ExitStack() as stack,
         ):
-
-            def objective(x01: Tensor, idx: Tensor) -> Tensor:
-                act = forward(loaded.normalize(x01))
-                own = act[torch.arange(len(idx), device=device), idx]  # [B, *spatial] or [B]
-                return own.reshape(len(idx), -1).mean(1)
-
             chunk = batch_units or _auto_chunk(forward, size, device)
+            shortcut = None
+            if own_channel and unit_ids:
+                shortcut = _OwnChannel.find(forward, target, loaded, unit_ids, size, device)
+            if shortcut is not None:
+                objective = shortcut.objective(forward, loaded.normalize, stack)
+            else:
+
+                def objective(x01: Tensor, idx: Tensor) -> Tensor:
+                    act = forward(loaded.normalize(x01))
+                    own = act[torch.arange(len(idx), device=device), idx]  # [B, *spatial] or [B]
+                    return own.reshape(len(idx), -1).mean(1)
+
             for lo in range(0, len(unit_ids), chunk):
                 part = unit_ids[lo : lo + chunk]
                 got = _optimize(image, objective, part, seed, steps, lr, transforms, tv, l2, device)
@@ -268,14 +297,15 @@ class _RedirectedReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:
         (x,) = ctx.saved_tensors
-        zero = torch.zeros((), dtype=grad.dtype, device=grad.device)
-        relu_grad = torch.where(x > 0, grad, zero)  # autograd's own ReLU backward
+        # autograd's own ReLU backward (grad where x > 0, else 0): one pass, where() is ~10x slower on CPU
+        relu_grad = torch.ops.aten.threshold_backward(grad, x, 0)
         if x.dim() < 2:
             return relu_grad
-        passes = relu_grad.flatten(1).ne(0).any(1)
+        passes = relu_grad.flatten(1).abs().amax(1) > 0
         if bool(passes.all()):  # the usual case after the first steps: one sync, no extra work
             return relu_grad
         # grad > 0 means the loss (-objective) wants this value lower: pointless where x <= 0
+        zero = torch.zeros((), dtype=grad.dtype, device=grad.device)
         redirected = torch.where((x <= 0) & (grad > 0), zero, grad)
         return torch.where(passes.view(-1, *[1] * (x.dim() - 1)), relu_grad, redirected)
 
@@ -298,6 +328,208 @@ def _redirected_relus(model: torch.nn.Module) -> Iterator[None]:
         yield
 
 
+# Units whose own-channel result is compared with the whole layer's before the shortcut is used.
+_PROBE_UNITS = 4
+
+
+class _OwnChannel:
+    """The last conv of the layer computed for each image's own output channel only.
+
+    The objective of a conv unit reads one channel of the layer; the rest of the layer's last conv is
+    computed and thrown away (alexnet conv5: 256 channels for 1). When the target module is an
+    ``nn.Conv2d``, or an ``nn.ReLU`` whose input is the output of an ``nn.Conv2d`` (checked on a probe
+    forward: the very same tensor), the forward stops at that conv's input and image ``b`` gets
+    ``conv(x_b)[unit_b]`` alone: ``weight[unit_b]`` against its input, as one batched matrix product of
+    the kernel taps followed by shifted sums (stride 1) or as a convolution with ``groups = B``
+    (strided). The ReLU target then applies the same redirected ReLU to that channel. Equal to the
+    whole layer up to float rounding (other summation order); the probe compares both on a few random
+    images and units and the shortcut is not used if they differ.
+    """
+
+    def __init__(self, conv: nn.Conv2d, relu: bool) -> None:
+        self.conv, self.relu = conv, relu
+
+    @classmethod
+    def find(
+        cls,
+        forward: Truncated,
+        target: nn.Module,
+        loaded: LoadedModel,
+        units: list[int],
+        size: int,
+        device: torch.device,
+    ) -> _OwnChannel | None:
+        """The shortcut for ``target``, or None where it does not apply (or disagrees with the layer)."""
+        if not isinstance(target, nn.Conv2d | nn.ReLU):
+            return None
+        convs = [m for m in forward.model.modules() if isinstance(m, nn.Conv2d)]
+        inputs: list[tuple[nn.Conv2d, Any]] = []  # (conv, input) of every conv call
+        outputs: list[tuple[nn.Conv2d, Any]] = []  # (conv, output) of every conv call that returned
+        target_input: list[Any] = []
+
+        def record_input(module: nn.Conv2d, args: tuple[Any, ...]) -> None:
+            inputs.append((module, args[0] if args else None))
+
+        def record_output(module: nn.Conv2d, args: tuple[Any, ...], output: Any) -> None:
+            outputs.append((module, output))  # after any hook that replaced it (phase_backward)
+
+        def record_target(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            target_input.append(args[0] if args else None)
+
+        k = min(_PROBE_UNITS, len(units))
+        gen = torch.Generator().manual_seed(0)
+        probe = torch.rand(k, 3, size, size, generator=gen).to(device)
+        with ExitStack() as hooks, torch.no_grad():
+            for m in convs:
+                hooks.callback(m.register_forward_pre_hook(record_input).remove)
+                hooks.callback(m.register_forward_hook(record_output).remove)
+            hooks.callback(target.register_forward_hook(record_target, prepend=True).remove)
+            act = forward(loaded.normalize(probe))
+        if isinstance(target, nn.Conv2d):
+            conv, relu = target, False
+        else:
+            feeding = [m for m, out in outputs if target_input and out is target_input[0]]
+            if not feeding:
+                return None
+            conv, relu = feeding[0], True
+        calls = [x for m, x in inputs if m is conv]
+        if len(calls) != 1 or not isinstance(calls[0], Tensor) or calls[0].dim() != 4:
+            return None  # a conv called twice (shared) or not on one 4-d tensor
+        if type(conv).forward is not nn.Conv2d.forward or act.dim() != 4:
+            return None  # a subclass with a forward of its own
+        idx = torch.tensor(units[:k], device=device)
+        shortcut = cls(conv, relu)
+        with torch.no_grad():
+            own = shortcut.channel(calls[0], idx)
+        whole = act[torch.arange(k, device=device), idx]
+        scale = float(whole.abs().max()) + 1e-6
+        if own.shape != whole.shape or not torch.allclose(own, whole, rtol=1e-3, atol=1e-4 * scale):
+            return None
+        return shortcut
+
+    def channel(self, x: Tensor, idx: Tensor) -> Tensor:
+        """``conv(x)[b, idx[b]]`` (after the ReLU for a ReLU target) for each ``b``: [B, h, w]."""
+        y = _conv_channel(self.conv, x, idx)
+        return _RedirectedReLU.apply(y) if self.relu else y
+
+    def objective(
+        self, forward: Truncated, normalize: Callable[[Tensor], Tensor], hooks: ExitStack
+    ) -> Callable[[Tensor, Tensor], Tensor]:
+        """The objective (mean of each image's own channel); the forward stops at the conv's input."""
+        captured: list[Tensor] = []
+
+        def stop(module: nn.Module, args: tuple[Any, ...]) -> None:
+            captured.append(args[0])
+            raise StopForward
+
+        hooks.callback(self.conv.register_forward_pre_hook(stop).remove)
+
+        def objective(x01: Tensor, idx: Tensor) -> Tensor:
+            captured.clear()
+            forward.run(normalize(x01))
+            if not captured:
+                raise ModelError(f"module {type(self.conv).__name__} was not called in the model's forward")
+            return self.channel(captured[0], idx).flatten(1).mean(1)
+
+        return objective
+
+
+def _conv_channel(conv: nn.Conv2d, x: Tensor, idx: Tensor) -> Tensor:
+    """``conv(x)[b, idx[b]]`` for each batch element ``b``: [B, h, w], without the other channels."""
+    n = len(idx)
+    weight = conv.weight[idx]  # [B, C_in / groups, kh, kw]
+    bias = conv.bias[idx] if conv.bias is not None else None
+    if conv.groups > 1:  # the input channels of each unit's group
+        group = idx // (conv.out_channels // conv.groups)
+        x = x.unflatten(1, (conv.groups, -1))[torch.arange(n, device=x.device), group]
+    padding: str | tuple[int, ...] = conv.padding
+    if conv.padding_mode != "zeros":
+        x = F.pad(x, conv._reversed_padding_repeated_twice, mode=conv.padding_mode)
+        padding = (0, 0)
+    if tuple(conv.stride) != (1, 1) or isinstance(padding, str):
+        y = F.conv2d(x.flatten(0, 1)[None], weight, bias, conv.stride, padding, conv.dilation, groups=n)
+        return y[0]
+    ph, pw = padding
+    if ph or pw:
+        x = F.pad(x, (pw, pw, ph, ph))
+    _, c, height, width = x.shape
+    kh, kw = weight.shape[-2:]
+    dh, dw = conv.dilation
+    oh, ow = height - dh * (kh - 1), width - dw * (kw - 1)
+    # every tap's product with every input position, one matrix product per image: [B, kh * kw, H, W]
+    taps = torch.bmm(weight.flatten(2).transpose(1, 2), x.reshape(n, c, height * width))
+    taps = taps.view(n, kh, kw, height, width)
+    y = taps[:, 0, 0, :oh, :ow] if bias is None else taps[:, 0, 0, :oh, :ow] + bias.view(n, 1, 1)
+    for i in range(kh):
+        for j in range(kw):
+            if i or j:
+                y = y + taps[:, i, j, i * dh : i * dh + oh, j * dw : j * dw + ow]
+    return y
+
+
+class _MaxPool(torch.autograd.Function):
+    """``F.max_pool2d`` of an NCHW tensor, its forward computed in channels-last memory format.
+
+    The same maxima and the same argmax indices (the first maximum of each window in both), so the
+    same gradient; on CPU the NCHW forward is ~10x slower than channels-last for the small maps of a
+    featvis batch (alexnet pool1, 32 × 64 × 31 × 31: 25 ms vs 2 ms), while the NCHW backward is ~5x
+    faster than the channels-last one: each direction uses the faster layout.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, geometry: tuple[tuple[int, int], ...], ceil_mode: bool) -> Tensor:
+        kernel, stride, padding, dilation = geometry
+        y, indices = F.max_pool2d(
+            x.contiguous(memory_format=torch.channels_last),
+            kernel,
+            stride,
+            padding,
+            dilation,
+            ceil_mode=ceil_mode,
+            return_indices=True,
+        )
+        indices = indices.contiguous()
+        ctx.save_for_backward(x, indices)
+        ctx.geometry, ctx.ceil_mode = geometry, ceil_mode
+        return y.contiguous()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None]:
+        x, indices = ctx.saved_tensors
+        kernel, stride, padding, dilation = ctx.geometry
+        grad_x = torch.ops.aten.max_pool2d_with_indices_backward(
+            grad.contiguous(), x, kernel, stride, padding, dilation, ctx.ceil_mode, indices
+        )
+        return grad_x, None, None
+
+
+@contextmanager
+def _fast_max_pools(model: torch.nn.Module) -> Iterator[None]:
+    """Every plain ``nn.MaxPool2d`` of ``model`` computes :class:`_MaxPool` on 4-d NCHW CPU inputs."""
+
+    def pair(v: int | tuple[int, ...]) -> tuple[int, int]:
+        return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+    def make(m: nn.MaxPool2d) -> Callable[[Tensor], Tensor]:
+        kernel = pair(m.kernel_size)
+        geometry = (kernel, pair(m.stride or kernel), pair(m.padding), pair(m.dilation))
+        plain = nn.MaxPool2d.forward.__get__(m)
+
+        def forward(x: Tensor) -> Tensor:
+            if x.dim() != 4 or x.device.type != "cpu" or not x.is_contiguous():
+                return plain(x)
+            return _MaxPool.apply(x, geometry, m.ceil_mode)
+
+        return forward
+
+    with ExitStack() as restore:
+        for m in model.modules():
+            if type(m) is nn.MaxPool2d and not m.return_indices and "forward" not in m.__dict__:
+                m.forward = make(m)  # type: ignore[method-assign,assignment]
+                restore.callback(m.__dict__.pop, "forward")
+        yield
+
+
 def _resolve_layer(loaded: LoadedModel, layer: LayerInfo | str) -> LayerInfo:
     name = layer.name if isinstance(layer, LayerInfo) else layer
     try:
@@ -316,14 +548,13 @@ class _Image:
         self.size = size
         self.param = param
         self.channels = 1 if grayscale else 3
-        # a grey image has no colours to decorrelate
-        self.color = (
-            None if grayscale or not decorrelate else torch.from_numpy(_COLOR_NORMALIZED.T.copy()).to(device)
-        )
+        # a grey image has no colours to decorrelate; mixed as color @ [3, H * W] (einsum: 3x slower)
+        self.color = None if grayscale or not decorrelate else torch.from_numpy(_COLOR_NORMALIZED).to(device)
         if param == "fourier":
             freqs = _rfft2d_freqs(size, size)
-            # 1/f amplitude: lucent fft_image with decay_power=1
-            scale = 1.0 / np.maximum(freqs, 1.0 / size)
+            # 1/f amplitude: lucent fft_image with decay_power=1; Lucid's division of the image by 4 done
+            # here (the same numbers: a power of two commutes exactly with the linear irfft)
+            scale = 1.0 / np.maximum(freqs, 1.0 / size) / _FFT_MAGIC
             self.scale = torch.from_numpy(scale.astype(np.float32))[None, None, :, :, None].to(device)
             self.shape: tuple[int, ...] = (self.channels, *freqs.shape, 2)
         else:
@@ -337,11 +568,11 @@ class _Image:
     def __call__(self, p: Tensor) -> Tensor:
         if self.param == "fourier":
             spectrum = torch.view_as_complex((self.scale * p).contiguous())
-            x = torch.fft.irfftn(spectrum, s=(self.size, self.size), norm="ortho") / _FFT_MAGIC
+            x = torch.fft.irfftn(spectrum, s=(self.size, self.size), norm="ortho")
         else:
             x = p
         if self.color is not None:
-            x = torch.einsum("bchw,cd->bdhw", x, self.color)
+            x = torch.matmul(self.color, x.flatten(2)).view_as(x)
         x = torch.sigmoid(x)
         if self.param == "pixel":
             c, k = self.channels, self.blur
@@ -444,8 +675,11 @@ def _optimize(
 class _Adam:
     """Adam (Kingma & Ba 2015) on one tensor, as ``torch.optim.Adam`` with its defaults computes it.
 
-    Element-wise, so batch elements never interact. Written out because the first
-    ``torch.optim.Optimizer`` of a process imports ``torch._dynamo`` (seconds on a small CPU).
+    Element-wise, so batch elements never interact. Not ``torch.optim.Adam``: the first
+    ``torch.optim.Optimizer`` of a process imports ``torch._dynamo`` (seconds on a small CPU). The
+    update is torch's fused Adam kernel (``torch._fused_adam_``, what ``Adam(fused=True)`` calls: one
+    pass instead of six, 3x faster on CPU), or, where that kernel is missing, the same formula
+    written out (equal up to float rounding: ``sqrt(v) / sqrt(1 - b2^t)`` vs ``sqrt(v / (1 - b2^t))``).
     """
 
     def __init__(
@@ -455,6 +689,8 @@ class _Adam:
         self.m = torch.zeros_like(p)
         self.v = torch.zeros_like(p)
         self.t = 0
+        self.fused = _FUSED_ADAM is not None and p.dtype == torch.float32
+        self.step_t = torch.zeros((), dtype=torch.float32, device=p.device)
 
     @torch.no_grad()
     def step(self) -> None:
@@ -462,6 +698,30 @@ class _Adam:
         b1, b2 = self.betas
         self.t += 1
         g = self.p.grad
+        if self.fused:
+            assert _FUSED_ADAM is not None
+            self.step_t.fill_(self.t)
+            try:
+                _FUSED_ADAM(
+                    [self.p],
+                    [g],
+                    [self.m],
+                    [self.v],
+                    [],
+                    [self.step_t],
+                    lr=self.lr,
+                    beta1=b1,
+                    beta2=b2,
+                    weight_decay=0.0,
+                    eps=self.eps,
+                    amsgrad=False,
+                    maximize=False,
+                )
+                return
+            except (NotImplementedError, RuntimeError):  # no kernel for this device: the written-out form
+                if self.t > 1:
+                    raise  # the state was already advanced by the kernel; never mix the two
+                self.fused = False
         self.m.lerp_(g, 1 - b1)
         self.v.mul_(b2).addcmul_(g, g, value=1 - b2)
         denom = (self.v / (1 - b2**self.t)).sqrt_().add_(self.eps)
