@@ -8,7 +8,13 @@ What it holds: one dataset (``shapes``: procedurally drawn line sketches, 6 clas
 it — ``tiny-alex`` (checkpoints epoch-1 and epoch-2, both with atlas pages, training history, filter
 weights) and ``tiny-vgg`` (one checkpoint, no weights.npz) — each with layers conv1 (conv), conv2
 (conv), fc6 (linear) and prob, unit sprites with two panels (patches, deconvnet; prob has patches
-only), a filter grid for conv1 and activation maps of three probe images.
+only), a filter grid for conv1 and activation maps of three probe images. ``tiny-alex``'s last
+checkpoint (epoch-2 by default) also has the seven issue-7 technique files (:func:`_write_techniques`,
+:data:`TECHNIQUES` in its manifest): Grad-CAM at conv2 (one probe image per class), occlusion maps of
+five probe images (the fifth of class 4, the XSS class when ``xss``), a t-SNE-like embedding of all
+probe images, invariance sweeps, stroke densities measured on the images, feature visualizations of
+conv2's shown units and empirical RFs of its first two; the other checkpoints have none. They use
+their own random generator, so every array and image of the store is the same with or without them.
 
 Epochs differ in a controlled way, so diffs have exact expected values (tests/test_diff.py):
 
@@ -83,6 +89,7 @@ def make_fixture_store(
     epochs: int = 2,
     weights: bool = True,
     diff: bool = False,
+    techniques: bool = True,
 ) -> Path:
     """Write the fixture store under ``root`` and return ``root``.
 
@@ -107,6 +114,7 @@ def make_fixture_store(
         weights: write ``weights.npz`` (filter weights) for ``tiny-alex``'s checkpoints.
         diff: also diff ``tiny-alex`` epoch-1 against its last epoch into ``store/diffs/`` and list it
             in build.json (needs ``tiny-alex`` and ``epochs >= 2``).
+        techniques: write the seven issue-7 technique files for ``tiny-alex``'s last checkpoint.
 
     Returns:
         ``root``, for chaining.
@@ -187,7 +195,7 @@ def make_fixture_store(
             )
         )
         prev: _Epoch | None = None
-        for ckpt, acc in ckpts:
+        for i, (ckpt, acc) in enumerate(ckpts):
             prev = _write_checkpoint(
                 store,
                 net,
@@ -203,6 +211,8 @@ def make_fixture_store(
                 rng,
                 prev,
                 weights and net == "tiny-alex",
+                techniques and net == "tiny-alex" and i == len(ckpts) - 1,
+                seed,
             )
 
     refs = []
@@ -305,6 +315,8 @@ def _write_checkpoint(
     rng: np.random.Generator,
     prev: _Epoch | None,
     write_weights: bool,
+    write_techniques: bool = False,
+    seed: int = 0,
 ) -> _Epoch:
     n_probe = len(labels)
     epoch = _Epoch(images={}, weights={})
@@ -438,6 +450,25 @@ def _write_checkpoint(
 
     filters = _write_filters(store, net, ckpt, layers[0].units, rng)
     _write_actmaps(store, net, ckpt, layers, labels, top5, top5_prob, rng)
+    written: list[str] = []
+    timings = {"mine": 1.2, "patches": 0.4, "deconvnet": 2.1, "class_hist": 0.01}
+    if write_techniques:
+        written = _write_techniques(
+            store,
+            net,
+            ckpt,
+            layers,
+            labels,
+            images,
+            top5,
+            top5_prob,
+            {lay.name: classes[f"{lay.name}/weighted"] for lay in layers},
+            shown_units,
+            distinct_sprites,
+            # Own generator: the techniques leave every other fixture value as it was without them.
+            np.random.default_rng([seed, 7]),
+        )
+        timings |= dict(zip(written, (0.9, 1.7, 0.6, 1.1, 0.05, 6.4, 2.3), strict=True))
     prov = Provenance(
         spec_hash="0123456789abcdef",
         section_hash="aa11",
@@ -455,7 +486,7 @@ def _write_checkpoint(
             network=net,
             checkpoint=ckpt,
             provenance=prov,
-            timings={"mine": 1.2, "patches": 0.4, "deconvnet": 2.1, "class_hist": 0.01},
+            timings=timings,
             accuracy=accuracy,
             top_k=k,
             layers=[lay.name for lay in layers],
@@ -464,6 +495,7 @@ def _write_checkpoint(
             filters=filters,
             activation_maps=True,
             reconstructions=["deconvnet"],
+            techniques=written,
         )
     )
     return epoch
@@ -628,3 +660,326 @@ def _write_actmaps(
             }
         )
     store.write_json(store.checkpoint_dir(net, ckpt) / "actmaps.json", {"format": 1, "images": out})
+
+
+# --- the literature's other techniques (issue 7) -----------------------------------------------------
+
+#: What the fixture writes for ``tiny-alex``'s last checkpoint, in ``sitegen.techniques.NAMES`` order.
+TECHNIQUES = ("gradcam", "occlusion", "embedding", "invariance", "stroke", "featvis", "erf")
+FEATVIS_LAYER, FEATVIS_SIZE = "conv2", 64
+ERF_LAYER, ERF_UNITS, ERF_OCCLUDER, ERF_STRIDE = "conv2", 2, 5, 2
+OCCLUSION_SIZE, OCCLUSION_STRIDE = 8, 4
+GRADCAM_IMAGES = 8  # the spec's default: with the fixture's 6 classes, one image per class
+OCCLUSION_IMAGES = 5  # one per class, in class order: the fifth is the XSS class when ``xss``
+INVARIANCE_IMAGES = 4
+INVARIANCE_LAYERS = ("conv1", "fc6")
+
+_VIRIDIS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], np.float64)
+
+
+def _viridis(m: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] to uint8 RGB through five viridis anchors (the build uses the full map)."""
+    x = np.clip(m, 0, 1) * (len(_VIRIDIS) - 1)
+    lo = np.floor(x).astype(np.int64).clip(0, len(_VIRIDIS) - 2)
+    t = (x - lo)[..., None]
+    return np.rint(_VIRIDIS[lo] * (1 - t) + _VIRIDIS[lo + 1] * t).astype(np.uint8)
+
+
+def probe_picks(labels: np.ndarray, n: int) -> list[int]:
+    """``sitegen.techniques.probe_picks`` (which imports torch): one image per class in class order…"""
+    per_class = [np.flatnonzero(labels == c).tolist() for c in np.unique(labels)]
+    picks: list[int] = []
+    depth = 0
+    while len(picks) < n and any(depth < len(p) for p in per_class):
+        for p in per_class:
+            if depth < len(p) and len(picks) < n:
+                picks.append(int(p[depth]))
+        depth += 1
+    return picks
+
+
+def _blob(side: int, centre: tuple[float, float], sigma: float) -> np.ndarray:
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float64)
+    return np.exp(-((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2) / (2 * sigma**2))
+
+
+def _ink(image: np.ndarray) -> np.ndarray:
+    return (image[..., 0] < 128).astype(np.float64)
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Spearman's rho with average ranks for ties; None where a side is constant."""
+
+    def ranks(x: np.ndarray) -> np.ndarray:
+        order = np.argsort(x, kind="stable")
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x), dtype=np.float64)
+        for v in np.unique(x):
+            r[x == v] = r[x == v].mean()
+        return r
+
+    ra, rb = ranks(np.asarray(a, np.float64)), ranks(np.asarray(b, np.float64))
+    if ra.std() == 0 or rb.std() == 0:
+        return None
+    return round(float(np.corrcoef(ra, rb)[0, 1]), 4)
+
+
+def _prob_of(idx: int, cls: int, top5: np.ndarray, top5_prob: np.ndarray) -> float:
+    hit = np.flatnonzero(top5[idx] == cls)
+    return float(top5_prob[idx, hit[0]]) if len(hit) else 0.01
+
+
+def _write_techniques(
+    store: Store,
+    net: str,
+    ckpt: str,
+    layers: list[LayerRecord],
+    labels: np.ndarray,
+    images: list[np.ndarray],
+    top5: np.ndarray,
+    top5_prob: np.ndarray,
+    weighted: Mapping[str, np.ndarray],
+    shown: Mapping[str, list[int]],
+    distinct_sprites: int | None,
+    rng: np.random.Generator,
+) -> list[str]:
+    """The seven technique files of ``sitegen/techniques.py`` (docs/INTERNALS.md, issue 7), synthetic
+    but shaped like the real ones: maps follow each probe image's strokes, the embedding clusters by
+    class, invariance curves grow with the transform, stroke densities are measured on the images."""
+    out = store.checkpoint_dir(net, ckpt)
+    by_name = {lay.name: lay for lay in layers}
+    n_classes = int(labels.max()) + 1
+    s = IMAGE_SIZE
+    conv2 = by_name["conv2"]
+
+    # Grad-CAM at conv2: the true class's map sits on the strokes, the predicted one's beside them.
+    entries = []
+    for idx in probe_picks(labels, min(n_classes, GRADCAM_IMAGES)):
+        ink = _ink(images[idx])
+        cy, cx = np.argwhere(ink > 0).mean(0) if ink.any() else (s / 2, s / 2)
+        names = {}
+        for which, shift in (("true", 0.0), ("pred", 9.0)):
+            heat = _blob(s, (cy, cx + shift), 7.0) * 0.7 + np.asarray(
+                Image.fromarray((ink * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(3)), np.float64
+            ) / 255 * (0.9 if which == "true" else 0.3)
+            heat /= heat.max()
+            mixed = images[idx].astype(np.float64) * 0.45 + _viridis(heat).astype(np.float64) * 0.55
+            names[which] = f"gradcam/{idx}-{which}.png"
+            store.write_png(out / names[which], np.clip(np.rint(mixed), 0, 255).astype(np.uint8))
+        label, pred = int(labels[idx]), int(top5[idx, 0])
+        entries.append(
+            {
+                "index": idx,
+                "label": label,
+                "predicted": pred,
+                "true_prob": round(_prob_of(idx, label, top5, top5_prob), 4),
+                "pred_prob": round(float(top5_prob[idx, 0]), 4),
+                "true_peak": round(float(rng.uniform(0.2, 1.5)), 5),
+                "pred_peak": round(float(rng.uniform(0.2, 1.5)), 5),
+                "true_png": names["true"],
+                "pred_png": names["pred"],
+            }
+        )
+    store.write_json(
+        out / "gradcam.json", {"format": 1, "layer": "conv2", "grid": [conv2.shape[1]] * 2, "images": entries}
+    )
+
+    # Occlusion: hiding ink lowers the probabilities and the strongest conv2 unit's activation.
+    size, stride = OCCLUSION_SIZE, OCCLUSION_STRIDE
+    tops = np.arange(0, s - size + 1, stride)
+    centres = tops + (size - 1) / 2
+    shown_conv2 = shown.get("conv2", [])
+    occl = []
+    for j, idx in enumerate(probe_picks(labels, OCCLUSION_IMAGES)):
+        ink = _ink(images[idx])
+        hidden = np.array([[ink[t : t + size, left : left + size].sum() for left in tops] for t in tops])
+        hidden /= max(hidden.max(), 1.0)
+        label, pred = int(labels[idx]), int(top5[idx, 0])
+        p_true, p_pred = _prob_of(idx, label, top5, top5_prob), float(top5_prob[idx, 0])
+        unit = shown_conv2[(3 * j + 1) % len(shown_conv2)] if shown_conv2 else 0
+        act0 = float(rng.uniform(3, 9))
+        focus = _blob(len(tops), tuple(rng.uniform(2, len(tops) - 3, 2)), 1.6)
+        true_map = p_true * (1 - 0.85 * hidden)
+        pred_map = p_pred * (1 - 0.6 * hidden * rng.uniform(0.5, 1.0, hidden.shape))
+        occl.append(
+            {
+                "index": idx,
+                "label": label,
+                "predicted": pred,
+                "unit": unit,
+                "base_true_prob": round(p_true, 4),
+                "base_pred_prob": round(p_pred, 4),
+                "base_activation": round(act0, 4),
+                "true_prob": np.round(true_map, 4).tolist(),
+                "pred_prob": np.round(pred_map, 4).tolist(),
+                "activation": np.round(act0 * (1 - 0.9 * focus * hidden.clip(0.3)), 4).tolist(),
+                "top_class": np.where(true_map < p_true * 0.4, (label + 1) % n_classes, pred).tolist(),
+            }
+        )
+    store.write_json(
+        out / "occlusion.json",
+        {
+            "format": 1,
+            "size": size,
+            "stride": stride,
+            "fill": 0.5,
+            "layer": "conv2",
+            "rows": centres.tolist(),
+            "cols": centres.tolist(),
+            "images": occl,
+        },
+    )
+
+    # Embedding: t-SNE-like class clusters on a ring; misclassified images drift toward their guess.
+    angle = 2 * np.pi * labels / n_classes
+    ring = np.stack([np.cos(angle), np.sin(angle)], 1) * 20
+    guess = 2 * np.pi * top5[:, 0] / n_classes
+    drift = np.stack([np.cos(guess), np.sin(guess)], 1) * 20
+    wrong = (top5[:, 0] != labels)[:, None]
+    xy = np.where(wrong, 0.6 * ring + 0.4 * drift, ring) + rng.normal(0, 3.0, ring.shape)
+    store.write_json(
+        out / "embedding.json",
+        {
+            "format": 1,
+            "method": "tsne",
+            "dim": by_name["fc6"].units,
+            "x": np.round(xy[:, 0], 4).tolist(),
+            "y": np.round(xy[:, 1], 4).tolist(),
+            "labels": labels.tolist(),
+            "predicted": top5[:, 0].tolist(),
+        },
+    )
+
+    # Invariance: the first layer moves away fast, the top layer slowly; probabilities sag.
+    picks = probe_picks(labels, INVARIANCE_IMAGES)
+    sweeps = {
+        "translation": ("px", [float(t) for t in range(-8, 9)], 8.0, False),
+        "rotation": ("deg", [float(a) for a in range(0, 360, 15)], 180.0, True),
+        "scale": ("x", [0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4], 0.4, False),
+    }
+    kinds = {}
+    for kind, (unit_name, amounts, span, periodic) in sweeps.items():
+        a = np.asarray(amounts)
+        d = np.abs(a - (1.0 if kind == "scale" else 0.0)) / span
+        if periodic:
+            d = np.minimum(a, 360 - a) / span
+        rel = np.stack(
+            [
+                np.stack(
+                    [np.clip(d ** (0.5 if li == 0 else 1.2), 0, 1) * g * rng.uniform(0.8, 1.2) for _ in picks]
+                )
+                for li, g in enumerate((1.3, 0.45))
+            ]
+        )
+        base = np.array([_prob_of(i, int(labels[i]), top5, top5_prob) for i in picks])
+        prob = base[:, None] * (1 - 0.7 * d[None, :] ** 1.5 * rng.uniform(0.6, 1.0, (len(picks), 1)))
+        kinds[kind] = {
+            "unit": unit_name,
+            "amounts": amounts,
+            "relative": np.round(rel, 4).tolist(),
+            "true_prob": np.round(prob, 4).tolist(),
+        }
+    store.write_json(
+        out / "invariance.json",
+        {
+            "format": 1,
+            "layers": list(INVARIANCE_LAYERS),
+            "images": picks,
+            "labels": labels[picks].tolist(),
+            "kinds": kinds,
+        },
+    )
+
+    # Stroke density and complexity, measured on the probe images; Spearman per layer.
+    ink_share = np.array([(img[..., 0] < 255 - 64).mean() for img in images])
+    png_size = []
+    for img in images:
+        buf = io.BytesIO()
+        Image.fromarray(img).convert("L").save(buf, "PNG", optimize=False)
+        png_size.append(len(buf.getvalue()))
+    n = np.bincount(labels, minlength=n_classes)
+    density = np.array([ink_share[labels == c].mean() for c in range(n_classes)])
+    complexity = np.array([np.mean(np.asarray(png_size)[labels == c]) for c in range(n_classes)])
+    store.write_json(
+        out / "stroke.json",
+        {
+            "format": 1,
+            "kind": "sketch",
+            "density": np.round(density, 5).tolist(),
+            "complexity": np.round(complexity, 5).tolist(),
+            "n": n.tolist(),
+            "rho_density": {lay: _spearman(w, density) for lay, w in weighted.items()},
+            "rho_complexity": {lay: _spearman(w, complexity) for lay, w in weighted.items()},
+        },
+    )
+
+    # Feature visualization of conv2's shown units: coloured oriented gratings under a soft blob.
+    units = shown.get(FEATVIS_LAYER, [])
+    f = FEATVIS_SIZE
+    yy, xx = np.mgrid[0:f, 0:f] / f
+    cache: dict[int, bytes] = {}
+    for u in units:
+        key = u % distinct_sprites if distinct_sprites else u
+        if key not in cache:
+            theta, freq = key * 0.7, 3 + key % 5
+            wave = np.sin(2 * np.pi * freq * (xx * np.cos(theta) + yy * np.sin(theta)) + key)
+            hue = np.array(
+                [0.5 + 0.5 * np.sin(key), 0.5 + 0.5 * np.sin(key + 2.1), 0.5 + 0.5 * np.sin(key + 4.2)]
+            )
+            env = 0.55 + 0.45 * _blob(f, (f / 2, f / 2), f / 3)
+            rgb = 0.5 + 0.5 * wave[..., None] * env[..., None] * (hue * 2 - 1)
+            cache[key] = codecs.encode_webp(np.clip(rgb * 255, 0, 255).astype(np.uint8))
+        path = out / "featvis" / FEATVIS_LAYER / f"unit-{u:04d}.webp"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(cache[key])
+    start = rng.uniform(0.1, 0.6, len(units))
+    store.write_json(
+        out / "featvis.json",
+        {
+            "format": 1,
+            "size": f,
+            "seed": 0,
+            "steps": 128,
+            "lr": 0.05,
+            "param": "fourier",
+            "decorrelate": True,
+            "grayscale": False,
+            "transforms": True,
+            "tv": 0.0,
+            "l2": 0.0,
+            "layers": {
+                FEATVIS_LAYER: {
+                    "units": list(units),
+                    "objective": np.round(start * rng.uniform(8, 20, len(units)), 4).tolist(),
+                    "start_objective": np.round(start, 4).tolist(),
+                }
+            },
+        },
+    )
+
+    # Empirical RF of the first shown conv2 units: a blob a little smaller than the analytic RF.
+    lay = by_name[ERF_LAYER]
+    side = lay.rf_size + ERF_OCCLUDER - 1 + 2 * (ERF_STRIDE - 1)
+    got = {}
+    for u in shown.get(ERF_LAYER, [])[:ERF_UNITS]:
+        c = (side - 1) / 2
+        centroid = rng.normal(0, 1.2, 2)
+        m = _blob(side, (c + centroid[0], c + centroid[1]), lay.rf_size / 5) + rng.random((side, side)) * 0.08
+        peak = float(m.max())
+        name = f"erf/{ERF_LAYER}/unit-{u:04d}.png"
+        store.write_png(out / name, _viridis(m / peak))
+        got[str(u)] = {
+            "png": name,
+            "map_size": side,
+            "analytic_size": lay.rf_size,
+            "effective_size": round(float(lay.rf_size * rng.uniform(0.5, 0.8)), 2),
+            "centroid": [round(float(x), 2) for x in centroid],
+            "mass": 0.9,
+            "images": 9,
+            "peak": round(peak, 5),
+        }
+    store.write_json(
+        out / "erf.json",
+        {"format": 1, "occluder": ERF_OCCLUDER, "stride": ERF_STRIDE, "layers": {ERF_LAYER: got}},
+    )
+    return list(TECHNIQUES)

@@ -2,7 +2,8 @@
 
 The site is served under a sub-path (``/REPO/``, as on GitHub project pages) by a local HTTP server,
 so any root-absolute URL would show up as a 404. One browser page is shared by all tests (parsing
-plotly.min.js costs seconds). Screenshots of every page kind land in ``test-artifacts/`` (git-ignored).
+plotly.min.js costs seconds). Screenshots of every page kind land in ``test-artifacts/`` (git-ignored),
+with one per issue-7 technique section (``technique-*.png``).
 
 Skipped when chromium or playwright is missing, except under CI (env ``CI`` set), where that fails.
 """
@@ -33,6 +34,7 @@ PAGES = {
     "network-epoch-1": "tiny-alex/@epoch-1/index.html",
     "layer": "tiny-alex/conv2/index.html",
     "unit": "tiny-alex/conv2/unit-0003.html",
+    "unit-erf": "tiny-alex/conv2/unit-0000.html",
     "compare": "compare/shapes.html",
     "diff": "diff/tiny-alex@epoch-1--tiny-alex@epoch-2/index.html",
     "evolution": "tiny-alex/evolution/index.html",
@@ -88,11 +90,18 @@ class Browser:
         # Listeners first: anything a page reports while loading must be caught.
         page.on("console", lambda m: self.errors.append(f"console: {m.text}") if m.type == "error" else None)
         page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
-        page.on("requestfailed", lambda r: self.errors.append(f"request failed: {r.url}"))
+        page.on("requestfailed", self._failed)
         page.on(
             "response", lambda r: self.errors.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None
         )
         page.on("dialog", self._dialog)
+
+    def _failed(self, request: Any) -> None:
+        # ERR_ABORTED is chromium cancelling a request itself (a lazy image restarted when open() makes
+        # it eager, a request in flight at navigation): not a broken site. A missing file shows as an
+        # HTTP 404 (the response listener) and a broken image in open()'s naturalWidth check.
+        if request.failure != "net::ERR_ABORTED":
+            self.errors.append(f"request failed: {request.url} ({request.failure})")
 
     def _dialog(self, dialog: Any) -> None:
         self.dialogs.append(dialog.message)
@@ -145,7 +154,8 @@ def test_page_loads_clean(browser: Browser, served: tuple[str, Path], kind: str)
 def test_charts_are_drawn_with_escaped_labels(browser: Browser, served: tuple[str, Path]) -> None:
     base, _site = served
     page = browser.open(base + PAGES["network"])
-    assert page.locator(".js-plotly-plot .main-svg").count() >= page.locator("[data-figure]").count() == 4
+    # 4 atlas charts + 5 occlusion maps, the embedding, 3 invariance sweeps, 2 stroke charts
+    assert page.locator(".js-plotly-plot .main-svg").count() >= page.locator("[data-figure]").count() == 15
     assert page.locator("#fig-overall g.point").count() == 6  # one bar per class
     ticks = page.locator("#fig-overall .xtick text").all_text_contents()
     assert XSS_CLASS in ticks  # shown as text …
@@ -256,3 +266,102 @@ def test_evolution_cells_show_rank_one_tiles(browser: Browser, served: tuple[str
     page.locator(".evo-cell").first.click()
     page.wait_for_url(re.compile(r"/REPO/tiny-alex/@epoch-1/conv2/unit-0000\.html$"))
     assert not browser.errors
+
+
+# --- the literature's other techniques (issue 7; the fixture writes them for tiny-alex@epoch-2) ----------
+
+
+def _shot(page: Any, selector: str, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator(selector).screenshot(path=str(ARTIFACTS / f"technique-{name}.png"))
+
+
+_LOADS = """hrefs => Promise.all(hrefs.map(h => new Promise(done => {
+    const i = new Image();
+    i.onload = () => done(i.naturalWidth);
+    i.onerror = () => done(0);
+    i.src = h;
+})))"""
+
+
+def test_network_page_draws_the_techniques(browser: Browser, served: tuple[str, Path]) -> None:
+    base, _site = served
+    page = browser.open(base + PAGES["network"])
+
+    # Grad-CAM: probe image, true-class and predicted-class overlays for one image per class.
+    sizes = page.locator("#gradcam img").evaluate_all("els => els.map(i => i.naturalWidth)")
+    assert sizes == [48] * 18
+    _shot(page, "#gradcam", "gradcam")
+
+    # Occlusion: three heatmaps per image over the probe image (a layout image under each panel).
+    types = page.locator("#occlusion .js-plotly-plot").evaluate_all(
+        "els => els.map(d => d.data.map(t => t.type))"
+    )
+    assert types == [["heatmap"] * 3] * 5
+    assert page.locator("#occlusion .js-plotly-plot .hm image").count() == 15  # the drawn heatmaps
+    hrefs = page.locator("#occlusion .layer-subplot .imagelayer image").evaluate_all(
+        "els => els.map(i => i.getAttribute('href'))"
+    )
+    assert len(hrefs) == 15 and all(re.fullmatch(r"\.\./img/shapes/\d+\.png", h) for h in hrefs), hrefs
+    assert page.evaluate(_LOADS, sorted(set(hrefs))) == [48] * len(set(hrefs))
+    boxes = page.locator("#occlusion .layer-subplot .imagelayer image").evaluate_all(
+        "els => els.map(i => i.getBoundingClientRect().width)"
+    )
+    assert all(w > 100 for w in boxes), boxes
+    _shot(page, "#occlusion", "occlusion")
+
+    # Embedding: one marker per probe image; the XSS class is legend text, not markup.
+    assert page.locator("#embedding path.point").count() == 48
+    legend = page.locator("#embedding .legendtext").all_text_contents()
+    assert len(legend) == 6 and XSS_CLASS in legend
+    _shot(page, "#embedding", "embedding")
+
+    # Invariance: translation, rotation, scale; 2 layers x (4 images + mean) + 4 probability lines.
+    plots = page.locator("#invariance .js-plotly-plot")
+    assert plots.count() == 3
+    for i in range(3):
+        assert plots.nth(i).locator("g.trace.scatter").count() == 2 * (4 + 1) + 4
+        assert plots.nth(i).locator(".cartesianlayer path.js-line").count() == 14
+    _shot(page, "#invariance", "invariance")
+
+    # Stroke density: rho per layer for density and complexity, and the overall class scatter.
+    assert page.locator("#stroke .js-plotly-plot").count() == 2
+    assert page.locator("#fig-stroke-corr path.point").count() == 2 * 4
+    assert page.locator("#fig-stroke-overall path.point").count() == 6
+    assert XSS_CLASS in page.locator("#fig-stroke-overall .textpoint text").all_text_contents()
+    _shot(page, "#stroke", "stroke")
+
+    assert page.locator('img[src="x"]').count() == 0
+    assert not browser.errors, browser.errors
+    assert not browser.dialogs, browser.dialogs
+
+
+def test_unit_page_shows_feature_visualization_and_erf(browser: Browser, served: tuple[str, Path]) -> None:
+    base, _site = served
+    page = browser.open(base + PAGES["unit-erf"])
+    assert page.locator("img.fv").evaluate("i => i.naturalWidth") == 64
+    assert page.locator(".erf img").evaluate("i => i.naturalWidth") == 23  # 17 + 5 - 1 + 2 px map
+    img, rf = page.locator(".erf img").bounding_box(), page.locator(".erf .rf").bounding_box()
+    assert img and rf
+    # The analytic RF (17 px) is the centred square of the 23-px map.
+    assert rf["width"] == pytest.approx(img["width"] * 17 / 23, abs=1.5)
+    assert rf["x"] - img["x"] == pytest.approx(img["width"] * 3 / 23, abs=1.5)
+    assert rf["y"] - img["y"] == pytest.approx(img["height"] * 3 / 23, abs=1.5)
+    _shot(page, ".unit-extra", "unit")
+
+    page = browser.open(base + PAGES["unit"])  # unit 3: a feature visualization, no empirical RF
+    assert page.locator("img.fv").count() == 1 and page.locator(".erf").count() == 0
+    assert not browser.errors, browser.errors
+
+
+def test_layer_page_feature_visualization_grid(browser: Browser, served: tuple[str, Path]) -> None:
+    base, _site = served
+    page = browser.open(base + PAGES["layer"])
+    sizes = page.locator("#featvis .fv-grid img").evaluate_all("els => els.map(i => i.naturalWidth)")
+    assert sizes == [64] * 12
+    assert page.locator("#fig-stroke path.point").count() == 6
+    _shot(page, "#featvis", "featvis")
+    _shot(page, "#stroke", "layer-stroke")
+    page.locator("#featvis .fv-grid a").nth(3).click()
+    page.wait_for_url(re.compile(r"/REPO/tiny-alex/conv2/unit-0003\.html$"))
+    assert not browser.errors, browser.errors

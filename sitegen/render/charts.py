@@ -690,6 +690,7 @@ def embedding_scatter(
         idx = np.flatnonzero(lab == c)
         if not len(idx):
             continue
+        idx = idx[np.argsort(pred[idx] != c, kind="stable")]  # correct first: the legend shows point 1
         wrong = pred[idx] != c
         data.append(
             {
@@ -816,7 +817,7 @@ def density_scatter(
     class_names: Sequence[str],
     *,
     x_title: str,
-    y_title: str = "class preference (% of the layer's score)",
+    y_title: str = "preference (% of layer score)",
     rho: float | None,
     height: int = 340,
 ) -> Chart:

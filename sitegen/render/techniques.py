@@ -143,10 +143,10 @@ class CheckpointTechniques:
             raise RenderError(f"{path}: format {got!r}, this sitegen reads format {FORMAT}")
         return doc
 
-    def _file(self, rel: str, site_path: str) -> str:
+    def _file(self, rel: str, site_path: str, doc: str) -> str:
         p = PurePosixPath(rel)
         if p.is_absolute() or ".." in p.parts:
-            raise RenderError(f"{self.dir}: file {rel!r} leaves the checkpoint folder")
+            raise RenderError(f"{self.dir / (doc + '.json')}: file {rel!r} leaves the checkpoint folder")
         src = self.dir / p
         if not src.is_file():
             raise RenderError(f"{src}: missing; the store is incomplete, rerun `sitegen build`")
@@ -156,7 +156,7 @@ class CheckpointTechniques:
     def _guard(self, name: str, fn: Callable[[], Any]) -> Any:
         try:
             return fn()
-        except (KeyError, TypeError, ValueError, IndexError) as e:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             raise RenderError(
                 f"{self.dir / (name + '.json')}: malformed ({type(e).__name__}: {e}); rerun `sitegen build`"
             ) from None
@@ -176,22 +176,27 @@ class CheckpointTechniques:
         unit_href: Callable[[str, int], str],
     ) -> NetworkTechniques:
         d = self.docs
+        g = self._guard
         gradcam: tuple[GradCamRow, ...] = ()
+        gradcam_layer = ""
         if "gradcam" in d:
-            gradcam = self._guard("gradcam", lambda: self._gradcam(d["gradcam"], image, chips))
+            gradcam = g("gradcam", lambda: self._gradcam(d["gradcam"], image, chips))
+            gradcam_layer = g("gradcam", lambda: str(d["gradcam"]["layer"]))
         occl: tuple[OcclusionView, ...] = ()
         occl_note = ""
         if "occlusion" in d:
-            occl = self._guard(
-                "occlusion",
-                lambda: self._occlusion(d["occlusion"], page_root, image, chips, input_size, unit_href),
-            )
             o = d["occlusion"]
-            occl_note = f"{o['size']} px grey square, stride {o['stride']} px; unit of {o['layer']}"
+            occl = g("occlusion", lambda: self._occlusion(o, page_root, image, chips, input_size, unit_href))
+            occl_note = g(
+                "occlusion",
+                lambda: (
+                    f"{int(o['size'])} px grey square, stride {int(o['stride'])} px; unit of {o['layer']}"
+                ),
+            )
         emb, emb_note = None, ""
         if "embedding" in d:
             e = d["embedding"]
-            emb = self._guard(
+            emb = g(
                 "embedding",
                 lambda: Fig(
                     "fig-embedding",
@@ -201,23 +206,27 @@ class CheckpointTechniques:
                     540,
                 ),
             )
-            emb_note = (
-                f"{e['method']} of the {e['dim']}-dimensional penultimate features of {len(e['x'])} images"
+            emb_note = g(
+                "embedding",
+                lambda: (
+                    f"{e['method']} of the {int(e['dim'])}-dimensional penultimate features "
+                    f"of {len(e['x'])} images"
+                ),
             )
         inv: tuple[Fig, ...] = ()
         inv_note = ""
         if "invariance" in d:
-            inv = self._guard("invariance", lambda: self._invariance(d["invariance"], chips))
-            inv_note = ", ".join(d["invariance"]["layers"])
+            inv = g("invariance", lambda: self._invariance(d["invariance"], chips))
+            inv_note = g("invariance", lambda: ", ".join(str(x) for x in d["invariance"]["layers"]))
         stroke = stroke_all = None
         stroke_note = ""
         if "stroke" in d:
             s = d["stroke"]
-            stroke, stroke_all, stroke_note = self._guard(
+            stroke, stroke_all, stroke_note = g(
                 "stroke", lambda: self._stroke_network(s, layers, overall, class_names)
             )
         return NetworkTechniques(
-            gradcam_layer=str(d["gradcam"]["layer"]) if "gradcam" in d else "",
+            gradcam_layer=gradcam_layer,
             gradcam=gradcam,
             occlusion_note=occl_note,
             occlusion=occl,
@@ -239,7 +248,7 @@ class CheckpointTechniques:
             maps = {}
             for which in ("true", "pred"):
                 rel = str(e[f"{which}_png"])
-                src = self._file(rel, f"{self.base}gradcam/{PurePosixPath(rel).name}")
+                src = self._file(rel, f"{self.base}gradcam/{PurePosixPath(rel).name}", "gradcam")
                 cls = chips[label if which == "true" else pred].name
                 maps[which] = Img(src, GRADCAM_SIZE, GRADCAM_SIZE, f"Grad-CAM of {cls} on probe image {idx}")
             rows.append(
@@ -337,66 +346,80 @@ class CheckpointTechniques:
         s = self.docs.get("stroke")
         if s is None:
             return None
-        label = "ink density" if s["kind"] == "sketch" else "edge density"
-        return self._guard(
-            "stroke",
-            lambda: Fig(
-                "fig-stroke",
-                charts.density_scatter(
-                    s["density"],
-                    weighted,
-                    class_names,
-                    x_title=f"{label} of the class (%)",
-                    rho=s["rho_density"].get(layer),
-                ),
-                360,
-            ),
-        )
+
+        def make() -> Fig:
+            label = "ink density" if s["kind"] == "sketch" else "edge density"
+            spec = charts.density_scatter(
+                s["density"],
+                weighted,
+                class_names,
+                x_title=f"{label} of the class (%)",
+                rho=s["rho_density"].get(layer),
+            )
+            return Fig("fig-stroke", spec, 360)
+
+        return self._guard("stroke", make)
 
     def featvis_tiles(
         self, layer: str, folder: str, unit_href: Callable[[int], str]
     ) -> tuple[FeatVisTile, ...]:
         fv = self.docs.get("featvis")
-        if fv is None or layer not in fv["layers"]:
+        if fv is None:
             return ()
-        info = fv["layers"][layer]
-        return tuple(
-            FeatVisTile(u, unit_href(u), self._fv_img(layer, folder, u, FV_TILE), _gain(s, o))
-            for u, s, o in zip(info["units"], info["start_objective"], info["objective"], strict=True)
-        )
+
+        def make() -> tuple[FeatVisTile, ...]:
+            if layer not in fv["layers"]:
+                return ()
+            info = fv["layers"][layer]
+            return tuple(
+                FeatVisTile(
+                    int(u), unit_href(int(u)), self._fv_img(layer, folder, int(u), FV_TILE), _gain(s, o)
+                )
+                for u, s, o in zip(info["units"], info["start_objective"], info["objective"], strict=True)
+            )
+
+        return self._guard("featvis", make)
 
     def _fv_img(self, layer: str, folder: str, unit: int, size: int) -> Img:
-        src = self._file(f"featvis/{layer}/unit-{unit:04d}.webp", f"{folder}unit-{unit:04d}-fv.webp")
+        src = self._file(
+            f"featvis/{layer}/unit-{unit:04d}.webp", f"{folder}unit-{unit:04d}-fv.webp", "featvis"
+        )
         return Img(src, size, size, f"unit {unit}: image optimized to excite it")
 
     # -- unit page --
     def unit(self, layer: str, unit: int, folder: str) -> UnitTechniques:
         fv_img, fv_note = None, ""
-        fv = self.docs.get("featvis")
-        if fv is not None and layer in fv["layers"]:
-            info = fv["layers"][layer]
-            units = list(info["units"])
-            if unit in units:
-                j = units.index(unit)
-                fv_img = self._fv_img(layer, folder, unit, FV_SIZE)
-                start, final = float(info["start_objective"][j]), float(info["objective"][j])
-                fv_note = (
-                    f"mean activation {start:.3g} → {final:.3g} "
-                    f"after {fv['steps']} steps ({fv['param']}, {fv['size']} px)"
-                )
+        if "featvis" in self.docs:
+            fv_img, fv_note = self._guard("featvis", lambda: self._unit_featvis(layer, unit, folder))
         erf_img, box, erf_note = None, ("0%", "0%"), ""
-        erf = self.docs.get("erf")
-        if erf is not None and str(unit) in erf["layers"].get(layer, {}):
-            e = erf["layers"][layer][str(unit)]
-            src = self._file(str(e["png"]), f"{folder}unit-{unit:04d}-erf.png")
-            erf_img = Img(src, ERF_SIZE, ERF_SIZE, f"unit {unit}: empirical receptive field")
-            s, a = int(e["map_size"]), int(e["analytic_size"])
-            box = (f"{100 * (s - a) / 2 / s:.2f}%", f"{100 * a / s:.2f}%")
-            erf_note = (
-                f"{float(e['effective_size']):.0f} px holds {float(e['mass']) * 100:.0f}% of the discrepancy "
-                f"(analytic RF {a} px; map {s} px, {e['images']} images, occluder {erf['occluder']} px)"
-            )
+        if "erf" in self.docs:
+            erf_img, box, erf_note = self._guard("erf", lambda: self._unit_erf(layer, unit, folder))
         return UnitTechniques(fv_img, fv_note, erf_img, box, erf_note)
+
+    def _unit_featvis(self, layer: str, unit: int, folder: str) -> tuple[Img | None, str]:
+        fv = self.docs["featvis"]
+        info = fv["layers"].get(layer)
+        if info is None or unit not in info["units"]:
+            return None, ""
+        j = list(info["units"]).index(unit)
+        start, final = float(info["start_objective"][j]), float(info["objective"][j])
+        note = f"mean activation {start:.3g} → {final:.3g} after {fv['steps']} steps"
+        note += f" ({fv['param']}, {fv['size']} px)"
+        return self._fv_img(layer, folder, unit, FV_SIZE), note
+
+    def _unit_erf(self, layer: str, unit: int, folder: str) -> tuple[Img | None, tuple[str, str], str]:
+        erf = self.docs["erf"]
+        e = erf["layers"].get(layer, {}).get(str(unit))
+        if e is None:
+            return None, ("0%", "0%"), ""
+        src = self._file(str(e["png"]), f"{folder}unit-{unit:04d}-erf.png", "erf")
+        s, a = int(e["map_size"]), int(e["analytic_size"])
+        box = (f"{100 * (s - a) / 2 / s:.2f}%", f"{100 * a / s:.2f}%")
+        note = (
+            f"{float(e['effective_size']):.0f} px holds {float(e['mass']) * 100:.0f}% of the discrepancy "
+            f"(analytic RF {a} px; map {s} px, {e['images']} images, occluder {erf['occluder']} px)"
+        )
+        return Img(src, ERF_SIZE, ERF_SIZE, f"unit {unit}: empirical receptive field"), box, note
 
 
 def _span(z: Any) -> tuple[float, float]:
