@@ -357,7 +357,8 @@ def _build_network(
         if ck.name not in wanted:
             continue
         ck_hash = _checkpoint_hash(spec, ck)
-        key = _entry_key(spec, net_name, ck_hash, bundle.fingerprint, mean, std)
+        in_atlas = ck.name in atlas  # the other techniques only for checkpoints with pages
+        key = _entry_key(spec, net_name, ck_hash, bundle.fingerprint, mean, std, atlas=in_atlas)
         if store.cached(net_name, ck.name, key):  # no model load: a no-op rebuild stays seconds
             log.info("%s@%s: cached", net_name, ck.name)
             cached_manifest = store.read_manifest(net_name, ck.name)
@@ -376,7 +377,19 @@ def _build_network(
             len(bundle.probe),
         )
         manifest = _analyze(
-            spec, store, net_name, net, ck, loaded, bundle, device, key, report, ck_hash=ck_hash, lead=lead
+            spec,
+            store,
+            net_name,
+            net,
+            ck,
+            loaded,
+            bundle,
+            device,
+            key,
+            report,
+            ck_hash=ck_hash,
+            lead=lead,
+            techniques=in_atlas,
         )
         computed += 1
         if manifest is not None:
@@ -493,7 +506,9 @@ def _checkpoint_hash(spec: Spec, ck: _Checkpoint) -> str:
     return f"{ck.source or 'init'}:{spec.seed}"
 
 
-def _entry_key(spec: Spec, net_name: str, source: str, fingerprint: str, mean: tuple, std: tuple) -> str:
+def _entry_key(
+    spec: Spec, net_name: str, source: str, fingerprint: str, mean: tuple, std: tuple, *, atlas: bool = True
+) -> str:
     """Content hash of everything a checkpoint's store entry depends on (``source``: the checkpoint's)."""
     blob = json.dumps(
         {
@@ -505,6 +520,7 @@ def _entry_key(spec: Spec, net_name: str, source: str, fingerprint: str, mean: t
             "std": list(std),
             "seed": spec.seed,
             "sitegen": __version__,
+            "atlas": atlas,
         },
         sort_keys=True,
     )
@@ -528,6 +544,7 @@ def _analyze(
     *,
     ck_hash: str,
     lead: bool = True,
+    techniques: bool = True,
 ) -> CheckpointManifest | None:
     """Mine (every rank), then analyse and store (rank 0; other ranks return None)."""
     a = spec.analyses
@@ -544,7 +561,7 @@ def _analyze(
         device=str(device),
         num_workers=a.num_workers,
         autocast=a.autocast,
-        features=a.embedding.enabled and _has_linear(loaded),
+        features=techniques and a.embedding.enabled and _has_linear(loaded),
         progress=lambda d, n: report(f"mine {label}", d, n),
     )
     timings["mine"] = time.perf_counter() - t
@@ -664,7 +681,7 @@ def _analyze(
         seed=spec.seed,
         problem=spec.problem,
     )
-    techniques = run_techniques(a, inputs, ck_dir, net_name)
+    done = run_techniques(a, inputs, ck_dir, net_name) if techniques else []
     images_needed.update(inputs.images_used)
     timings.update(inputs.timings)
 
@@ -696,7 +713,7 @@ def _analyze(
         filters=filters_layout,
         activation_maps=has_actmaps,
         reconstructions=methods,
-        techniques=techniques,
+        techniques=done,
     )
     store.write_manifest(manifest)  # last: marks the entry complete
     log.info("%s: accuracy %.3f, %s", label, accuracy, ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))

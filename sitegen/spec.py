@@ -294,6 +294,7 @@ class EmpiricalRFSpec(_Model):
     enabled: bool = Field(False, description="Compute empirical receptive fields (unit pages); costly.")
     layers: LayerPick = Field("conv", description="'conv', 'last' or a list of layer names.")
     units: int = Field(4, gt=0, description="Units per layer: the first N shown units.")
+    images: int | None = Field(None, gt=0, description="Top images per unit (default: all top_k).")
     occluder: int = Field(5, gt=0, description="Side of the occluding square in input pixels.")
     stride: int = Field(2, gt=0, description="Pixels between occluder positions.")
     batch_size: int = Field(256, gt=0, description="Occluded copies per forward pass.")
@@ -304,6 +305,9 @@ class FeatVisSpec(_Model):
 
     enabled: bool = Field(False, description="Optimize one image per shown unit (unit and layer pages).")
     layers: LayerPick = Field("conv", description="'conv', 'last' or a list of layer names.")
+    units: int | None = Field(
+        None, gt=0, description="Units per layer: the first N shown units (default: all)."
+    )
     size: int | None = Field(None, gt=0, description="Image side in pixels (default: the input size).")
     steps: int = Field(128, gt=0, description="Adam steps.")
     lr: float = Field(0.1, gt=0, description="Adam learning rate (parameter space).")

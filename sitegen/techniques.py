@@ -397,7 +397,7 @@ def _featvis(a: AnalysesSpec, inputs: Inputs, out: Path, network: str) -> bool:
     infos = pick_layers(f.layers, lm.layers, inputs.problem, ("analyses", "featvis", "layers"), network)
     layers: dict[str, Any] = {}
     for info in infos:
-        units = inputs.shown.get(info.name, [])
+        units = inputs.shown.get(info.name, [])[: f.units]
         if not units:
             continue
         vis = featvis(
@@ -452,7 +452,7 @@ def _erf(a: AnalysesSpec, inputs: Inputs, out: Path, network: str) -> bool:
         units = inputs.shown.get(info.name, [])[: e.units]
         got = {}
         for u in units:
-            idx = [int(i) for i in topk.images[u] if i >= 0]
+            idx = [int(i) for i in topk.images[u] if i >= 0][: e.images]
             if not idx:
                 continue
             n = len(idx)
