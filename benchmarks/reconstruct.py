@@ -6,11 +6,16 @@
     ms per reconstruction for each, the per-layer ratio, and the whole-atlas ratio weighted by the
     layers' unit counts (64, 192, 384, 256, 256). Target: >= 10x. sitegen's pairs come from more
     units than captum's (the atlas batches all of a layer's units); time is per reconstruction.
+    sitegen runs its crop path (``shared_forward=False``): in an atlas each unit has its own top-9
+    images, so the one-forward-per-image path of (b) would be flattered by this sample, where all
+    units reuse the same 9 images.
 (b) vgg16, one 224 px image: the 3 channels with the largest activation norm in each of the 13 conv
     layers (after ReLU), each reconstructed at its maximum (deconvnet), 39 in all, in one
-    ``reconstruct`` call: total seconds, against the baseline of one autograd backward per feature
-    from a single retained forward (captum's way, minus captum). Both include the forward that picks
-    the channels. Target: < 1.5 s on a quiet 2-core CPU, where the baseline took 2.9-3.1 s.
+    ``reconstruct`` call (the image passed as ``image.expand(39, ...)``: sitegen forwards it once,
+    then runs each feature's backward only on its receptive-field cone), against the baseline of one
+    autograd backward per feature from a single retained forward (captum's way, minus captum). Both
+    include the forward that picks the channels. Target: < 1.5 s on a quiet 2-core CPU, where the
+    baseline took 2.9-3.1 s.
 
 Variants are interleaved and repeated, medians reported: the machine is shared and noisy (10-30 %
 run to run, shared/PERFORMANCE.md). Wall and CPU time are both printed: on an oversubscribed machine
@@ -107,7 +112,11 @@ def _time_layer(
             ]
 
     def run_ours() -> torch.Tensor:
-        return reconstruct(model, path, x, units, pos, method="deconvnet", batch_size=16)
+        # the crop path: an atlas's top-9 images differ from unit to unit (reconstruct_topk), whereas
+        # here every sampled unit reuses the same 9 images, which the shared-forward path would exploit
+        return reconstruct(
+            model, path, x, units, pos, method="deconvnet", batch_size=16, shared_forward=False
+        )
 
     ref, ours = run_captum(), run_ours()
     # ours == captum x activation value (captum seeds the backward with 1, sitegen with the value)

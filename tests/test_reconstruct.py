@@ -12,7 +12,7 @@ import torchvision
 from torch import nn
 
 from sitegen.analyses import _crop, _hooks
-from sitegen.analyses.reconstruct import _Planner, reconstruct, reconstruct_topk, to_display
+from sitegen.analyses.reconstruct import _Cone, _Planner, reconstruct, reconstruct_topk, to_display
 from sitegen.errors import ModelError
 from sitegen.models._api import LayerInfo, LoadedModel
 from sitegen.receptive_field import RF, receptive_fields, unit_box
@@ -292,6 +292,149 @@ def test_phase_conv_input_gradient_equals_autograd(k: int, s: int, p: int | tupl
         (got,) = torch.autograd.grad(out2, x2, seed)
     assert not conv._forward_hooks
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6 * float(expected.abs().max()))
+
+
+# --- one shared forward per image, cone backward --------------------------------------------------
+
+
+def _odd_chain() -> nn.Sequential:
+    """Every module kind the cone backward supports: BN, dilated and grouped convs, dropout, identity."""
+    torch.manual_seed(5)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(3, stride=2, padding=1),
+        nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=2),
+        nn.Dropout(0.3),
+        nn.ReLU(inplace=True),
+        nn.Identity(),
+        nn.MaxPool2d(2, ceil_mode=True),
+        nn.Conv2d(8, 6, 3, stride=2, padding=1),
+        nn.ReLU(),
+    )
+    bn = model[1]
+    assert isinstance(bn, nn.BatchNorm2d)
+    with torch.no_grad():
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize(("net", "path", "size"), [("tiny", "4", (33, 26)), ("odd", "10", (31, 37))])
+def test_shared_forward_equals_crop_path_everywhere(method: str, net: str, path: str, size) -> None:
+    """Every position (interior and border cones), 3 images shared by all pairs, given and argmax."""
+    model = _tiny_cnn() if net == "tiny" else _odd_chain()
+    h, w = size
+    act = _activations(model, path, _images(1, h, w))
+    grid = [(r, c) for r in range(act.shape[-2]) for c in range(act.shape[-1])]
+    x = _images(3, h, w, seed=3)[torch.arange(len(grid)) % 3]  # copies: found equal
+    units = [i % act.shape[1] for i in range(len(grid))]
+    for positions in (grid, None):
+        shared = reconstruct(model, path, x, units, positions, method=method, shared_forward=True)
+        cropped = reconstruct(model, path, x, units, positions, method=method, shared_forward=False)
+        scale = float(cropped.abs().amax(dim=(1, 2, 3)).max())
+        torch.testing.assert_close(shared, cropped, rtol=1e-5, atol=1e-6 * scale)
+
+
+def test_shared_forward_all_layers_at_once_equals_one_at_a_time() -> None:
+    """One image, units of every layer in one call (one forward) == each pair reconstructed alone."""
+    model = _odd_chain()
+    image = _images(1, 29, 34, seed=6)
+    paths = ["0", "1", "2", "3", "4", "6", "8", "9", "10"]
+    layers = [p for p in paths for _ in range(2)]
+    units = [(3 * i) % 6 for i in range(len(layers))]
+    together = reconstruct(model, layers, image.expand(len(layers), -1, -1, -1), units, shared_forward=True)
+    for b, (path, unit) in enumerate(zip(layers, units, strict=True)):
+        alone = reconstruct(model, path, image, [unit], shared_forward=False)
+        scale = float(alone.abs().max())
+        assert scale > 0
+        torch.testing.assert_close(together[b], alone[0], rtol=1e-5, atol=1e-6 * scale)
+
+
+@pytest.mark.parametrize("method", ["deconvnet", "guided"])
+def test_shared_forward_alexnet_equals_captum(method: str) -> None:
+    """Strided conv1 (phase backward), overlapping 3x3/2 max-pools, three layers on one image."""
+    torch.manual_seed(1)
+    model = torchvision.models.alexnet(weights=None).eval()
+    x = _images(1, 99, 99, seed=1)
+    layers, units = ["features.1", "features.4", "features.11"], [5, 17, 3]
+    rec = reconstruct(model, layers, x.expand(3, -1, -1, -1), units, method=method, shared_forward=True)
+    for b, (path, u) in enumerate(zip(layers, units, strict=True)):
+        act = _activations(model, path, x)
+        r, c = _argmax(act, 0, u)
+        _assert_close(rec[b], _captum(model, path, method, x, (u, r, c)) * act[0, u, r, c])
+
+
+def test_shared_forward_maxpool_ties_route_like_captum() -> None:
+    torch.manual_seed(3)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 4, 3, padding=1), nn.ReLU()
+    ).eval()
+    with torch.no_grad():
+        model[0].bias.fill_(-1.0)  # most conv1 outputs <= 0: windows of equal zeros
+    x = _images(1, 24, 22, seed=7)
+    act = _activations(model, "4", x)
+    rec = reconstruct(model, "4", x.expand(4, -1, -1, -1), [0, 1, 2, 3], shared_forward=True)
+    for u in range(4):
+        r, c = _argmax(act, 0, u)
+        if act[0, u, r, c] > 0:
+            _assert_close(rec[u], _captum(model, "4", "deconvnet", x, (u, r, c)) * act[0, u, r, c])
+
+
+def test_shared_forward_chosen_by_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    original = _Cone.run
+
+    def spy(self: _Cone, images: torch.Tensor, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(images.shape[0])
+        return original(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(_Cone, "run", spy)
+    model = _tiny_cnn()
+    image = _images(1, 40, 40)
+    layers = ["1", "4", "6"] * 4
+    reconstruct(model, layers, image.expand(12, -1, -1, -1), [0, 1, 2] * 4)
+    assert calls == [1], "one image, 12 units of deep layers: one forward"
+    reconstruct(model, layers, image.repeat(12, 1, 1, 1), [0, 1, 2] * 4)
+    assert calls == [1, 1], "equal copies count as one image"
+    reconstruct(model, "6", _images(12, 40, 40), list(range(5)) * 2 + [0, 1])
+    assert calls == [1, 1], "nothing shared: the crop path"
+    reconstruct(model, "1", image.expand(3, -1, -1, -1), [0, 1, 2])
+    assert calls == [1, 1], "a few units of the first layer: crops are cheaper than a forward"
+
+
+def test_shared_forward_falls_back_for_unsupported_modules() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.LeakyReLU(), nn.Conv2d(4, 4, 3), nn.ReLU()).eval()
+    x = _images(1, 12, 13)
+    planner = _Planner(model, crop=True)
+    assert _Cone.create(model, [planner.plan("3", False, x)], "deconvnet") is None
+    rec = reconstruct(model, "3", x.expand(2, -1, -1, -1), [1, 2], shared_forward=True)
+    torch.testing.assert_close(
+        rec, reconstruct(model, "3", x.expand(2, -1, -1, -1), [1, 2], shared_forward=False)
+    )
+
+
+def test_shared_forward_leaves_the_model_as_it_was() -> None:
+    model = _odd_chain()
+    x = _images(1, 20, 21)
+    expected = reconstruct(
+        model, "10", x.expand(2, -1, -1, -1), [0, 1], method="guided", shared_forward=False
+    )
+    with torch.inference_mode():
+        inside = x.clone()
+        got = reconstruct(
+            model, "10", inside.expand(2, -1, -1, -1), [0, 1], method="guided", shared_forward=True
+        )
+    torch.testing.assert_close(got, expected)
+    for m in model.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks
+        assert "forward" not in m.__dict__
+    assert model[6].inplace
 
 
 # --- ReLU rules -----------------------------------------------------------------------------------
