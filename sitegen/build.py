@@ -65,7 +65,7 @@ from sitegen.store.manifest import (
     Provenance,
     SpriteLayout,
 )
-from sitegen.techniques import Inputs, check_layers, probe_picks, run_techniques
+from sitegen.techniques import Inputs, check_layers, run_techniques
 from sitegen.train import train, train_key
 
 log = logging.getLogger("sitegen")
@@ -660,7 +660,7 @@ def _analyze(
     has_actmaps = False
     if a.activation_maps.enabled and a.activation_maps.images:
         t = time.perf_counter()
-        picks = probe_picks(labels, a.activation_maps.images)
+        picks = class_hist.probe_picks(labels, a.activation_maps.images)
         maps = activation_maps(
             loaded, image_cache.tensor, picks, channels=a.activation_maps.channels, device=device
         )

@@ -18,7 +18,8 @@ file                   content                                                  
 =====================  ==========================================================  ============
 
 Probe images for Grad-CAM, occlusion and invariance are the same as the activation maps': one per
-class in class order (:func:`probe_picks`), so a reader sees one image under every technique.
+class in class order (:func:`sitegen.analyses.class_hist.probe_picks`), so a reader sees one image
+under every technique.
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from sitegen.analyses import class_hist
 from sitegen.analyses import stroke as stroke_mod
-from sitegen.analyses.activation_maps import viridis
+from sitegen.analyses.activation_maps import blend, viridis
+from sitegen.analyses.class_hist import probe_picks
 from sitegen.analyses.embedding import embed
 from sitegen.analyses.featvis import featvis
 from sitegen.analyses.gradcam import run_gradcam
@@ -127,19 +130,6 @@ def check_layers(
 # --- picking inputs ----------------------------------------------------------------------------------
 
 
-def probe_picks(labels: np.ndarray, n: int) -> list[int]:
-    """One probe image per class, in class order, until ``n`` (then the next image of each class...)."""
-    per_class = [np.flatnonzero(labels == c).tolist() for c in np.unique(labels)]
-    picks: list[int] = []
-    depth = 0
-    while len(picks) < n and any(depth < len(p) for p in per_class):
-        for p in per_class:
-            if depth < len(p) and len(picks) < n:
-                picks.append(int(p[depth]))
-        depth += 1
-    return picks
-
-
 def pick_layers(
     pick: LayerPick,
     layers: Sequence[LayerInfo],
@@ -195,10 +185,7 @@ def _round(a: np.ndarray, digits: int = 4) -> list:
 
 
 def _write_overlay(path: Path, picture: np.ndarray, heat: np.ndarray) -> None:
-    mixed = (
-        picture.astype(np.float32) * (1 - _OVERLAY_ALPHA) + viridis(heat).astype(np.float32) * _OVERLAY_ALPHA
-    )
-    codecs.write_png(path, np.clip(np.rint(mixed), 0, 255).astype(np.uint8))
+    codecs.write_png(path, blend(picture, heat, _OVERLAY_ALPHA))
 
 
 # --- the techniques ----------------------------------------------------------------------------------
@@ -372,6 +359,8 @@ def _stroke(a: AnalysesSpec, inputs: Inputs, out: Path) -> bool:
     )
     rho_d = stroke_mod.density_correlation(inputs.weighted, stats.density)
     rho_c = stroke_mod.density_correlation(inputs.weighted, stats.complexity)
+    overall = class_hist.overall_preference(list(inputs.weighted.values()))
+    rho_all = stroke_mod.spearman(overall, stats.density)
 
     def clean(d: dict[str, float]) -> dict[str, float | None]:
         return {k: (None if np.isnan(x) else round(float(x), 4)) for k, x in d.items()}
@@ -387,6 +376,7 @@ def _stroke(a: AnalysesSpec, inputs: Inputs, out: Path) -> bool:
         "n": stats.n.astype(int).tolist(),
         "rho_density": clean(rho_d),
         "rho_complexity": clean(rho_c),
+        "rho_overall": None if np.isnan(rho_all) else round(float(rho_all), 4),  # all layers' preference
     }
     codecs.write_json(out / "stroke.json", doc)
     return True

@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from sitegen.analyses.class_hist import overall_preference, probe_picks
+from sitegen.analyses.stroke import spearman
 from sitegen.store import Store, codecs
 from sitegen.store.manifest import (
     BuildRecord,
@@ -685,19 +687,6 @@ def _viridis(m: np.ndarray) -> np.ndarray:
     return np.rint(_VIRIDIS[lo] * (1 - t) + _VIRIDIS[lo + 1] * t).astype(np.uint8)
 
 
-def probe_picks(labels: np.ndarray, n: int) -> list[int]:
-    """``sitegen.techniques.probe_picks`` (which imports torch): one image per class in class order…"""
-    per_class = [np.flatnonzero(labels == c).tolist() for c in np.unique(labels)]
-    picks: list[int] = []
-    depth = 0
-    while len(picks) < n and any(depth < len(p) for p in per_class):
-        for p in per_class:
-            if depth < len(p) and len(picks) < n:
-                picks.append(int(p[depth]))
-        depth += 1
-    return picks
-
-
 def _blob(side: int, centre: tuple[float, float], sigma: float) -> np.ndarray:
     yy, xx = np.mgrid[0:side, 0:side].astype(np.float64)
     return np.exp(-((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2) / (2 * sigma**2))
@@ -708,20 +697,9 @@ def _ink(image: np.ndarray) -> np.ndarray:
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Spearman's rho with average ranks for ties; None where a side is constant."""
-
-    def ranks(x: np.ndarray) -> np.ndarray:
-        order = np.argsort(x, kind="stable")
-        r = np.empty(len(x))
-        r[order] = np.arange(len(x), dtype=np.float64)
-        for v in np.unique(x):
-            r[x == v] = r[x == v].mean()
-        return r
-
-    ra, rb = ranks(np.asarray(a, np.float64)), ranks(np.asarray(b, np.float64))
-    if ra.std() == 0 or rb.std() == 0:
-        return None
-    return round(float(np.corrcoef(ra, rb)[0, 1]), 4)
+    """:func:`sitegen.analyses.stroke.spearman` as stroke.json stores it: rounded, None where undefined."""
+    rho = spearman(a, b)
+    return None if np.isnan(rho) else round(rho, 4)
 
 
 def _prob_of(idx: int, cls: int, top5: np.ndarray, top5_prob: np.ndarray) -> float:
@@ -910,6 +888,7 @@ def _write_techniques(
             "n": n.tolist(),
             "rho_density": {lay: _spearman(w, density) for lay, w in weighted.items()},
             "rho_complexity": {lay: _spearman(w, complexity) for lay, w in weighted.items()},
+            "rho_overall": _spearman(overall_preference(list(weighted.values())), density),
         },
     )
 

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from sitegen.analyses import _hooks
 from sitegen.models._api import LayerInfo, LoadedModel
 
-__all__ = ["ActivationMaps", "ChannelMap", "ImageMaps", "LayerMaps", "activation_maps", "viridis"]
+__all__ = ["ActivationMaps", "ChannelMap", "ImageMaps", "LayerMaps", "activation_maps", "blend", "viridis"]
 
 # matplotlib's viridis at 0, 1/16, ..., 1 (uint8 RGB)
 _VIRIDIS = np.array(
@@ -175,7 +175,7 @@ def activation_maps(
                     LayerMaps(
                         layer=info.name,
                         channels=tuple(
-                            ChannelMap(int(c), float(n), _blend(pictures[b], m, alpha))
+                            ChannelMap(int(c), float(n), blend(pictures[b], m, alpha))
                             for c, n, m in zip(chans[b], norms[b], maps[b], strict=True)
                         ),
                     )
@@ -238,6 +238,7 @@ def _to_image(maps: Tensor, info: LayerInfo, height: int, width: int) -> Tensor:
     return out.reshape(b, n, height, width)
 
 
-def _blend(picture: np.ndarray, heat: np.ndarray, alpha: float) -> np.ndarray:
+def blend(picture: np.ndarray, heat: np.ndarray, alpha: float) -> np.ndarray:
+    """``picture`` (uint8 RGB) mixed with the viridis colouring of ``heat`` (0..1) at opacity ``alpha``."""
     mixed = picture.astype(np.float32) * (1 - alpha) + viridis(heat).astype(np.float32) * alpha
     return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)

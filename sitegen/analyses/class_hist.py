@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ClassPreference", "class_histograms", "class_preference", "overall_preference"]
+__all__ = ["ClassPreference", "class_histograms", "class_preference", "overall_preference", "probe_picks"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,3 +185,16 @@ def _exemplars(image_weight: np.ndarray, labels: np.ndarray, num_classes: int, n
     keep = slot < n
     out[cls[keep], slot[keep]] = order[keep]
     return out
+
+
+def probe_picks(labels: np.ndarray, n: int) -> list[int]:
+    """One probe image per class, in class order, until ``n`` (then the next image of each class...)."""
+    per_class = [np.flatnonzero(labels == c).tolist() for c in np.unique(labels)]
+    picks: list[int] = []
+    depth = 0
+    while len(picks) < n and any(depth < len(p) for p in per_class):
+        for p in per_class:
+            if depth < len(p) and len(picks) < n:
+                picks.append(int(p[depth]))
+        depth += 1
+    return picks

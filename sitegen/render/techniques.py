@@ -20,6 +20,7 @@ import numpy as np
 
 from sitegen.errors import RenderError
 from sitegen.render import charts
+from sitegen.render._models import Figure, Img
 from sitegen.store import codecs
 
 FORMAT = 1
@@ -32,30 +33,8 @@ _KIND_TITLES = {"translation": "Vertical translation", "rotation": "Rotation", "
 
 
 @dataclass(frozen=True, slots=True)
-class Img:
-    src: str
-    width: int
-    height: int
-    alt: str
-
-
-@dataclass(frozen=True, slots=True)
-class Chip:
-    index: int
-    name: str
-    color: str
-
-
-@dataclass(frozen=True, slots=True)
-class Fig:
-    id: str
-    spec: dict[str, Any]
-    height: int
-
-
-@dataclass(frozen=True, slots=True)
 class GradCamRow:
-    image: Any  # views.Img
+    image: Img
     index: int
     label: Any  # views.Chip
     predicted: Any
@@ -73,7 +52,7 @@ class OcclusionView:
     predicted: Any
     unit: int
     unit_href: str
-    figure: Fig
+    figure: Figure
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,17 +63,13 @@ class NetworkTechniques:
     gradcam: tuple[GradCamRow, ...]
     occlusion_note: str
     occlusion: tuple[OcclusionView, ...]
-    embedding: Fig | None
+    embedding: Figure | None
     embedding_note: str
-    invariance: tuple[Fig, ...]
+    invariance: tuple[Figure, ...]
     invariance_note: str
-    stroke: Fig | None
-    stroke_overall: Fig | None
+    stroke: Figure | None
+    stroke_overall: Figure | None
     stroke_note: str
-
-    @property
-    def any(self) -> bool:
-        return bool(self.gradcam or self.occlusion or self.embedding or self.invariance or self.stroke)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +173,7 @@ class CheckpointTechniques:
             e = d["embedding"]
             emb = g(
                 "embedding",
-                lambda: Fig(
+                lambda: Figure(
                     "fig-embedding",
                     charts.embedding_scatter(
                         e["x"], e["y"], e["labels"], e["predicted"], class_names, method=str(e["method"])
@@ -213,7 +188,7 @@ class CheckpointTechniques:
                     f"of {len(e['x'])} images"
                 ),
             )
-        inv: tuple[Fig, ...] = ()
+        inv: tuple[Figure, ...] = ()
         inv_note = ""
         if "invariance" in d:
             inv = g("invariance", lambda: self._invariance(d["invariance"], chips))
@@ -293,12 +268,12 @@ class CheckpointTechniques:
                     predicted=chips[pred],
                     unit=unit,
                     unit_href=unit_href(layer, unit),
-                    figure=Fig(f"fig-occlusion-{j}", fig, 250),
+                    figure=Figure(f"fig-occlusion-{j}", fig, 250),
                 )
             )
         return tuple(out)
 
-    def _invariance(self, doc: dict, chips: Sequence[Any]) -> tuple[Fig, ...]:
+    def _invariance(self, doc: dict, chips: Sequence[Any]) -> tuple[Figure, ...]:
         layers = [str(x) for x in doc["layers"]]
         labels = [int(x) for x in doc["labels"]]
         names = [f"image {int(i)} ({chips[c].name})" for i, c in zip(doc["images"], labels, strict=True)]
@@ -314,40 +289,38 @@ class CheckpointTechniques:
                 names,
                 labels,
             )
-            figs.append(Fig(f"fig-invariance-{kind}", spec, 320))
+            figs.append(Figure(f"fig-invariance-{kind}", spec, 320))
         return tuple(figs)
 
     def _stroke_network(
         self, s: dict, layers: Sequence[str], overall: np.ndarray, class_names: Sequence[str]
-    ) -> tuple[Fig, Fig, str]:
+    ) -> tuple[Figure, Figure, str]:
         label = "ink density" if s["kind"] == "sketch" else "edge density"
         rd, rc = s["rho_density"], s["rho_complexity"]
         corr = charts.density_correlation(
             layers, [rd.get(lay) for lay in layers], [rc.get(lay) for lay in layers], density_label=label
         )
-        from sitegen.analyses.stroke import spearman  # numpy only
-
-        rho = spearman(overall, [np.nan if v is None else v for v in s["density"]])
         scatter = charts.density_scatter(
             s["density"],
             overall,
             class_names,
             x_title=f"{label} of the class (%)",
-            rho=None if np.isnan(rho) else rho,
+            y_title="preference (% of all layers' score)",
+            rho=s["rho_overall"],
         )
         note = (
             f"{label}: share of {'non-background' if s['kind'] == 'sketch' else 'edge'} pixels per image, "
             "averaged per class over the probe set; complexity: mean PNG-compressed size"
         )
-        return Fig("fig-stroke-corr", corr, 320), Fig("fig-stroke-overall", scatter, 360), note
+        return Figure("fig-stroke-corr", corr, 320), Figure("fig-stroke-overall", scatter, 360), note
 
     # -- layer page --
-    def layer_stroke(self, layer: str, weighted: np.ndarray, class_names: Sequence[str]) -> Fig | None:
+    def layer_stroke(self, layer: str, weighted: np.ndarray, class_names: Sequence[str]) -> Figure | None:
         s = self.docs.get("stroke")
         if s is None:
             return None
 
-        def make() -> Fig:
+        def make() -> Figure:
             label = "ink density" if s["kind"] == "sketch" else "edge density"
             spec = charts.density_scatter(
                 s["density"],
@@ -356,7 +329,7 @@ class CheckpointTechniques:
                 x_title=f"{label} of the class (%)",
                 rho=s["rho_density"].get(layer),
             )
-            return Fig("fig-stroke", spec, 360)
+            return Figure("fig-stroke", spec, 360)
 
         return self._guard("stroke", make)
 
@@ -373,9 +346,9 @@ class CheckpointTechniques:
             info = fv["layers"][layer]
             return tuple(
                 FeatVisTile(
-                    int(u), unit_href(int(u)), self._fv_img(layer, folder, int(u), FV_TILE), _gain(s, o)
+                    int(u), unit_href(int(u)), self._fv_img(layer, folder, int(u), FV_TILE), f"{float(o):.3g}"
                 )
-                for u, s, o in zip(info["units"], info["start_objective"], info["objective"], strict=True)
+                for u, o in zip(info["units"], info["objective"], strict=True)
             )
 
         return self._guard("featvis", make)
@@ -432,10 +405,6 @@ def _span(z: Any) -> tuple[float, float]:
         mid = (hi + lo) / 2
         lo, hi = mid - 0.01, mid + 0.01
     return round(lo, 4), round(hi, 4)
-
-
-def _gain(start: float, final: float) -> str:
-    return f"{float(final):.3g}"
 
 
 __all__ = [

@@ -38,6 +38,7 @@ import numpy as np
 from sitegen.diff import DiffSide, StoreDiff, read_diff, top_bottom, topk_overlap
 from sitegen.errors import RenderError, StoreError
 from sitegen.render import charts
+from sitegen.render._models import Chip, Figure, Img
 from sitegen.render.techniques import NO_UNIT, CheckpointTechniques
 from sitegen.store import BuildRecord, CheckpointManifest, DatasetRecord, NetworkRecord, Store, codecs
 from sitegen.store.manifest import CheckpointRef, LayerRecord, SpriteLayout
@@ -80,39 +81,11 @@ class Link:
 
 
 @dataclass(frozen=True, slots=True)
-class Img:
-    """An image file of the site, with its display size in CSS px."""
-
-    src: str
-    width: int
-    height: int
-    alt: str
-
-
-@dataclass(frozen=True, slots=True)
-class Chip:
-    """A class name with its colour (:func:`sitegen.render.charts.class_color`)."""
-
-    index: int
-    name: str
-    color: str
-
-
-@dataclass(frozen=True, slots=True)
 class Fact:
     """A label/value row of a card."""
 
     label: str
     value: str
-
-
-@dataclass(frozen=True, slots=True)
-class Figure:
-    """A Plotly figure: a stable DOM id, its JSON spec and its height in px."""
-
-    id: str
-    spec: dict[str, Any]
-    height: int
 
 
 @dataclass(frozen=True, slots=True)

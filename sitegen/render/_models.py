@@ -1,0 +1,37 @@
+"""View models shared by :mod:`sitegen.render.views` and :mod:`sitegen.render.techniques`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Img:
+    """An image file of the site, with its display size in CSS px."""
+
+    src: str
+    width: int
+    height: int
+    alt: str
+
+
+@dataclass(frozen=True, slots=True)
+class Chip:
+    """A class name with its colour (:func:`sitegen.render.charts.class_color`)."""
+
+    index: int
+    name: str
+    color: str
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    """A Plotly figure: a stable DOM id, its JSON spec and its height in px."""
+
+    id: str
+    spec: dict[str, Any]
+    height: int
+
+
+__all__ = ["Chip", "Figure", "Img"]
