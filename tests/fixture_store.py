@@ -654,7 +654,9 @@ def _write_actmaps(
         out.append(
             {
                 "index": idx,
-                "label": cls,
+                # -1 ("not given") for the first image, as builds before issue 14 wrote it: render
+                # takes the true class from the dataset's labels either way
+                "label": -1 if cls == 0 else cls,
                 "top5": [
                     [int(c), round(float(p), 4)] for c, p in zip(top5[idx], top5_prob[idx], strict=True)
                 ],

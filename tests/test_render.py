@@ -229,6 +229,36 @@ def test_network_page_sections(site: Path) -> None:
     assert "fig-training" not in vgg  # no training history: no chart, no empty card
 
 
+def test_every_section_agrees_on_a_probe_images_class_and_verdict(site: Path) -> None:
+    """Issue 14: activation maps said "scribble · missed" where Grad-CAM said "circle · correct".
+
+    Every section that shows a probe image (activation maps, Grad-CAM, occlusion) marks it with
+    data-probe / data-true / data-verdict; the true class must also be the one the image's alt text
+    names (the dataset's label), including the image whose actmaps.json label is -1 ("not given").
+    """
+    for page in ("tiny-alex/index.html", "tiny-vgg/index.html", "tiny-alex/@epoch-1/index.html"):
+        parsed = tags(site / page).tags
+        alt_class = {
+            int(m.group(1)): m.group(2)
+            for t, a in parsed
+            if t == "img" and (m := re.fullmatch(r"probe image (\d+) \((.*)\)", a.get("alt", "")))
+        }
+        said: dict[int, set[tuple[str, str]]] = {}
+        for _t, a in parsed:
+            if "data-probe" in a:
+                said.setdefault(int(a["data-probe"]), set()).add((a["data-true"], a["data-verdict"]))
+        assert said, page
+        for idx, claims in said.items():
+            assert len(claims) == 1, (page, idx, claims)
+            assert next(iter(claims))[0] == alt_class[idx], (page, idx)
+        if page == "tiny-alex/index.html":
+            counts = [sum(1 for _t, a in parsed if a.get("data-probe") == str(i)) for i in said]
+            assert max(counts) >= 3, "activation maps, Grad-CAM and occlusion share a probe image"
+    first = tags(site / "tiny-vgg/index.html").tags
+    actmap = next(a for t, a in first if t == "article" and "data-probe" in a)
+    assert (actmap["data-probe"], actmap["data-true"]) == ("0", "circle")  # stored label -1
+
+
 def test_unit_page_navigation_and_rf_box(site: Path, store: Path) -> None:
     first = (site / "tiny-alex/conv2/unit-0000.html").read_text(encoding="utf-8")
     assert 'rel="next"' in first and 'href="unit-0001.html"' in first and 'rel="prev"' not in first

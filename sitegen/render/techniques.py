@@ -50,6 +50,7 @@ class OcclusionView:
     index: int
     label: Any
     predicted: Any
+    correct: bool
     unit: int
     unit_href: str
     figure: Figure
@@ -266,6 +267,7 @@ class CheckpointTechniques:
                     index=idx,
                     label=chips[label],
                     predicted=chips[pred],
+                    correct=label == pred,
                     unit=unit,
                     unit_href=unit_href(layer, unit),
                     figure=Figure(f"fig-occlusion-{j}", fig, 250),

@@ -850,7 +850,14 @@ class _Planner:
         out = []
         try:
             for entry in doc["images"]:
-                idx, label = int(entry["index"]), int(entry["label"])
+                idx, stored = int(entry["index"]), int(entry["label"])
+                if not 0 <= idx < len(ds.labels):
+                    raise ValueError(f"probe image {idx} out of range (n_probe={len(ds.labels)})")
+                # The dataset's labels are the one truth (issue 14: a label of -1, "not given", read
+                # as class -1 named every image after the last class); a stored label must agree.
+                label = ds.labels[idx]
+                if stored not in (-1, label):
+                    raise ValueError(f"image {idx} has label {stored}, the dataset says {label}")
                 preds = tuple(
                     Bar(
                         ds.rec.class_names[int(c)],
