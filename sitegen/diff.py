@@ -7,10 +7,13 @@ pages, and reuses :func:`topk_overlap` for the feature-evolution pages (issue 6)
 Definitions (also in docs/INTERNALS.md, "Diffs"), per layer and unit, ``k`` = the stores' top-k:
 
 - **overlap**: how many of A's top-k images are also among B's top-k (0..k; padding ``-1`` ignored).
-- **rank correlation**: Spearman's rho over the union of both top-k lists. An image gets its rank
-  (1..k) on a side that lists it and rank ``k + 1`` on a side that does not; rho is the Pearson
-  correlation of these two rank vectors (tied ``k + 1`` ranks are kept as they are, not averaged).
-  Identical lists give exactly 1; lists whose rank vectors are constant (one image in all) give 0.
+- **RBO** (rank-biased overlap, Webber, Moffat & Zobel 2010, "A similarity measure for indefinite
+  rankings", eq. 32 for two lists of one depth ``k``) with persistence ``p`` = :data:`RBO_P` (0.9):
+  ``RBO = (X_k / k) p^k + (1 - p) / p * Σ_{d=1..k} (X_d / d) p^d``, where ``X_d`` is how many images
+  the two top-``d`` prefixes share. It is 1 for identical lists, 0 for disjoint ones, and weighs
+  agreement at the top most (swapping ranks 1 and 2 costs 1 - p = 0.1; losing rank 9 costs p^8 / 9).
+  Unlike a rank correlation over the union it needs no rank for an image that one list lacks (issue
+  14: ranking the missing images ``k + 1`` read about -0.6 for nearly every unit).
 - **purity / dominant class**: from ``classes.npz`` (``<layer>/purity``, ``<layer>/dominant``).
 - **cosine**: cosine similarity of the unit's filter weights (``weights.npz``: ``<layer>`` →
   ``[U, fan_in]``), only where both checkpoints stored them; a zero filter gives NaN.
@@ -51,13 +54,15 @@ __all__ = [
     "is_folder_ref",
     "add_diff",
     "topk_overlap",
-    "rank_correlation",
+    "rank_biased_overlap",
+    "RBO_P",
     "preference_distances",
     "top_bottom",
     "filter_cosine",
 ]
 
 _CHUNK = 2048  # units per vectorized block: [chunk, k, k] booleans stay small for any k
+RBO_P = 0.9  # RBO persistence: the expected depth a reader looks at is 1 / (1 - p) = 10 ranks
 _NAME = re.compile(r"[A-Za-z0-9_.@-]+")
 
 
@@ -89,7 +94,7 @@ class LayerDiff:
 
     name: str
     overlap: np.ndarray
-    rank_corr: np.ndarray
+    rbo: np.ndarray
     purity_a: np.ndarray
     purity_b: np.ndarray
     dominant_a: np.ndarray
@@ -113,8 +118,8 @@ class LayerDiff:
         return float(self.overlap.mean()) if self.units else 0.0
 
     @property
-    def mean_rank_corr(self) -> float:
-        return float(self.rank_corr.mean()) if self.units else 0.0
+    def mean_rbo(self) -> float:
+        return float(self.rbo.mean()) if self.units else 0.0
 
     @property
     def mean_purity_change(self) -> float:
@@ -240,50 +245,37 @@ def topk_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def rank_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per unit, Spearman's rho of the two top-k lists over the union of their images.
-
-    An image listed by one side only gets rank ``k + 1`` on the other side (module docstring).
+def rank_biased_overlap(a: np.ndarray, b: np.ndarray, p: float = RBO_P) -> np.ndarray:
+    """Per unit, the rank-biased overlap of two top-k lists (module docstring; Webber et al. 2010).
 
     Args:
-        a: int ``[U, k]`` top-k image indices in rank order (``-1`` = empty slot).
+        a: int ``[U, k]`` top-k image indices in rank order (``-1`` = empty slot, never shared).
         b: the same for the other checkpoint.
+        p: persistence in (0, 1): how steeply agreement further down counts less.
 
     Returns:
-        float64 ``[U]`` in [-1, 1]; exactly 1 for identical lists.
+        float64 ``[U]`` in [0, 1]: 1 for identical lists, 0 for disjoint ones.
 
     Example:
-        >>> rank_correlation(np.array([[1, 2, 3]]), np.array([[2, 1, 3]]))
-        array([0.5])
+        >>> rank_biased_overlap(np.array([[1, 2, 3]]), np.array([[2, 1, 3]]))  # X = (0, 2, 3)
+        array([0.9])
     """
+    if not 0 < p < 1:
+        raise ValueError(f"RBO persistence p must lie in (0, 1), got {p}")
     a, b = _pair(a, b)
+    k = a.shape[1]
+    depth = np.arange(1, k + 1, dtype=np.float64)
+    w = (1 - p) / p * p**depth / depth  # weight of X_d
+    w[-1] += p**k / k  # the extrapolation term (X_k / k) p^k
+    # a shared image at rank i of a and j of b is in both prefixes from depth max(i, j) + 1 on
+    first = np.maximum(np.arange(k)[:, None], np.arange(k)[None, :])
     out = np.zeros(len(a), np.float64)
     for s in range(0, len(a), _CHUNK):
-        out[s : s + _CHUNK] = _rank_corr_block(a[s : s + _CHUNK], b[s : s + _CHUNK])
-    return out
-
-
-def _rank_corr_block(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    n_units, k = a.shape
-    va, vb = a >= 0, b >= 0
-    eq_ab = (a[:, :, None] == b[:, None, :]) & va[:, :, None] & vb[:, None, :]  # [U, i in a, j in b]
-    in_b = eq_ab.any(2)
-    in_a = eq_ab.any(1)
-    ranks = np.broadcast_to(np.arange(1, k + 1, dtype=np.float64), (n_units, k))
-    missing = np.full((n_units, k), k + 1, np.float64)
-    # The union: a's images (x = rank in a, y = rank in b or k+1), then b's images not in a.
-    x = np.concatenate([ranks, missing], 1)
-    y = np.concatenate([np.where(in_b, eq_ab.argmax(2) + 1, k + 1).astype(np.float64), ranks], 1)
-    mask = np.concatenate([va, vb & ~in_a], 1)
-    n = np.maximum(mask.sum(1), 1)
-    dx = np.where(mask, x - (x * mask).sum(1, keepdims=True) / n[:, None], 0.0)
-    dy = np.where(mask, y - (y * mask).sum(1, keepdims=True) / n[:, None], 0.0)
-    sxx, syy, sxy = (dx * dx).sum(1), (dy * dy).sum(1), (dx * dy).sum(1)
-    ok = (sxx > 0) & (syy > 0)
-    rho = np.zeros(n_units, np.float64)
-    rho[ok] = np.clip(sxy[ok] / np.sqrt(sxx[ok] * syy[ok]), -1.0, 1.0)
-    rho[(a == b).all(1)] = 1.0
-    return rho
+        ca, cb = a[s : s + _CHUNK], b[s : s + _CHUNK]
+        eq = (ca[:, :, None] == cb[:, None, :]) & (ca >= 0)[:, :, None]
+        new = np.stack([(eq & (first == d)).sum((1, 2)) for d in range(k)], 1)  # [U, k]
+        out[s : s + _CHUNK] = np.cumsum(new, 1) @ w
+    return np.clip(out, 0.0, 1.0)
 
 
 def _normalize(w: np.ndarray) -> np.ndarray:
@@ -483,7 +475,7 @@ def diff_stores(a: DiffSide, b: DiffSide) -> StoreDiff:
         b: the newer side; may live in another store.
 
     Returns:
-        Per layer and unit: top-k overlap, rank correlation, purity and dominant class on both
+        Per layer and unit: top-k overlap, rank-biased overlap, purity and dominant class on both
         sides, filter cosine (when both stored ``weights.npz``); per layer: L1 and JS distance of the
         class preferences, top/bottom classes; per network: both accuracies.
 
@@ -511,7 +503,7 @@ def diff_stores(a: DiffSide, b: DiffSide) -> StoreDiff:
             LayerDiff(
                 name=name,
                 overlap=topk_overlap(img_a, img_b),
-                rank_corr=rank_correlation(img_a, img_b),
+                rbo=rank_biased_overlap(img_a, img_b),
                 purity_a=_classes(la, name, "purity", (units,)).astype(np.float32),
                 purity_b=_classes(lb, name, "purity", (units,)).astype(np.float32),
                 dominant_a=_classes(la, name, "dominant", (units,)).astype(np.int64),
@@ -587,7 +579,7 @@ def write_diff(store: Store, name: str, diff: StoreDiff) -> None:
     for lay in diff.layers:
         arrays |= {
             f"{lay.name}/overlap": lay.overlap.astype(np.int64),
-            f"{lay.name}/rank_corr": lay.rank_corr.astype(np.float64),
+            f"{lay.name}/rbo": lay.rbo.astype(np.float64),
             f"{lay.name}/purity_a": lay.purity_a,
             f"{lay.name}/purity_b": lay.purity_b,
             f"{lay.name}/dominant_a": lay.dominant_a,
@@ -616,7 +608,8 @@ def write_diff(store: Store, name: str, diff: StoreDiff) -> None:
                 "name": lay.name,
                 "units": lay.units,
                 "mean_overlap": lay.mean_overlap,
-                "mean_rank_corr": lay.mean_rank_corr,
+                "mean_rbo": lay.mean_rbo,
+                "rbo_p": RBO_P,
                 "l1": lay.l1,
                 "js": lay.js,
                 "mean_purity_change": lay.mean_purity_change,
@@ -671,7 +664,7 @@ def read_diff(store: Store, name: str) -> StoreDiff:
                 LayerDiff(
                     name=n,
                     overlap=arrays[f"{n}/overlap"],
-                    rank_corr=arrays[f"{n}/rank_corr"],
+                    rbo=arrays[f"{n}/rbo"],
                     purity_a=arrays[f"{n}/purity_a"],
                     purity_b=arrays[f"{n}/purity_b"],
                     dominant_a=arrays[f"{n}/dominant_a"],

@@ -28,7 +28,7 @@ from sitegen.diff import (
     diff_stores,
     is_folder_ref,
     preference_distances,
-    rank_correlation,
+    rank_biased_overlap,
     read_diff,
     resolve_side,
     top_bottom,
@@ -44,17 +44,15 @@ K = 9
 NAME = "tiny-alex@epoch-1--tiny-alex@epoch-2"
 XSS_ESCAPED = "&lt;img src=x onerror=alert(1)&gt;"
 
-# Spearman's rho of epoch-1 vs epoch-2 for unit u, by u % 6 (s = u % 3 images replaced, swap = u odd).
-# Without ties (s <= 1) both rank vectors are permutations of 1..n: rho = 1 - 6 Σd² / (n (n² - 1)).
-#   s=0, no swap: identical                           → 1
-#   s=1, swap:  x = (1..10), y = (2, 1, 3..8, 10, 9): Σd² = 4 → 1 - 24/990 = 161/165
-#   s=2: x = (1..9, 10, 10), y = (1..7, 10, 10, 8, 9), the same multiset (sum 65, n = 11), so
-#        rho = 1 - Σd² / (2 S) with S = Σ(x - 65/11)² = 485 - 65²/11 = 1110/11;
-#        no swap: Σd² = 4+1+4+1 = 10 → 1 - 110/2220 = 211/222
-#   s=0, swap:  n=9,  Σd² = 2  → 1 - 12/720 = 59/60
-#   s=1, no swap: n=10, Σd² = 2 → 1 - 12/990 = 163/165
-#   s=2, swap:  Σd² = 12 → 1 - 132/2220 = 174/185
-RHO_BY_U6 = (1.0, 161 / 165, 211 / 222, 59 / 60, 163 / 165, 174 / 185)
+# RBO (p = 0.9, k = 9) of epoch-1 vs epoch-2 for unit u, by u % 6 (s = u % 3 tail images replaced,
+# swap = u odd). RBO = Σ_d w_d X_d with w_d = (1-p)/p p^d / d (+ p^k / k at d = k), so each shortfall
+# of X_d (shared images in the top-d prefixes) against d costs w_d times the shortfall:
+#   swap of ranks 1, 2: X_1 = 0 instead of 1              → costs w_1 = 1 - p
+#   s = 1: X_9 = 8                                         → costs w_9 = p^9 (1-p)/p / 9 + p^9 / 9 = p^8 / 9
+#   s = 2: X_8 = 7, X_9 = 7                                → costs w_8 + 2 w_9 = (1-p) p^7 / 8 + 2 p^8 / 9
+_P = 0.9
+_SWAP, _S1, _S2 = 1 - _P, _P**8 / 9, (1 - _P) * _P**7 / 8 + 2 * _P**8 / 9
+RBO_BY_U6 = (1.0, 1 - _SWAP - _S1, 1 - _S2, 1 - _SWAP, 1 - _S1, 1 - _SWAP - _S2)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +88,7 @@ def test_self_diff_is_the_identity(store: Path) -> None:
     assert d.top_k == K and d.accuracy_change == 0.0
     for lay in d.layers:
         assert (lay.overlap == K).all(), lay.name
-        assert (lay.rank_corr == 1.0).all(), lay.name
+        np.testing.assert_allclose(lay.rbo, 1.0, rtol=0, atol=1e-12)
         assert lay.l1 == 0.0 and lay.js == 0.0, lay.name
         assert (lay.purity_a == lay.purity_b).all() and lay.dominant_changed == 0.0
         assert lay.entered_top == lay.left_top == lay.entered_bottom == lay.left_bottom == ()
@@ -108,7 +106,7 @@ def test_two_epochs_have_the_hand_derived_values(store: Path) -> None:
     for lay in d.layers:
         u = np.arange(units[lay.name])
         assert lay.overlap.tolist() == (K - u % 3).tolist(), lay.name
-        np.testing.assert_allclose(lay.rank_corr, [RHO_BY_U6[i % 6] for i in u], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(lay.rbo, [RBO_BY_U6[i % 6] for i in u], rtol=0, atol=1e-12)
         if lay.name != "prob":
             np.testing.assert_allclose(lay.cosine, np.cos(np.radians(u * TURN_DEGREES)), atol=1e-5)
     # Mean overlap: conv1 = (9+8+7)·2 + 9+8 over 8 units; fc6 = 5 cycles of 24 + 9 over 16.
@@ -147,10 +145,28 @@ def test_small_cases_of_each_measure() -> None:
     a = np.array([[1, 2, 3], [1, 2, 3], [1, 2, 3], [4, 7, -1]])
     b = np.array([[1, 2, 3], [3, 2, 1], [4, 5, 6], [7, -1, -1]])
     assert topk_overlap(a, b).tolist() == [3, 3, 0, 1]
-    # Disjoint lists: x = (1, 2, 3, 4, 4, 4), y = (4, 4, 4, 1, 2, 3): Σdxdy = -6, Σdx² = Σdy² = 8.
-    # Padding: a = (4, 7), b = (7): x = (1, 2), y = (4, 1) → -1.
-    np.testing.assert_allclose(rank_correlation(a, b), [1.0, -1.0, -0.75, -1.0], atol=1e-12)
-    assert rank_correlation(np.array([[5]]), np.array([[5]])).tolist() == [1.0]
+    # RBO by hand (p = 0.9, k = 3; weights w = (0.1, 0.045, 0.027 + 0.243) of X_1, X_2, X_3):
+    #   identical → 1; reversed: X = (0, 1, 3) → 0.045 + 0.81 = 0.855; disjoint → 0;
+    #   padded (4, 7, -) vs (7, -, -): X = (0, 1, 1) → 0.045 + 0.27 = 0.315 (-1 is never shared)
+    np.testing.assert_allclose(rank_biased_overlap(a, b), [1.0, 0.855, 0.0, 0.315], atol=1e-12)
+    # Webber et al.'s swap example: only X_1 differs → p; the same list, one image off at the end
+    np.testing.assert_allclose(rank_biased_overlap(np.array([[1, 2, 3]]), np.array([[2, 1, 3]])), [0.9])
+    np.testing.assert_allclose(rank_biased_overlap(np.array([[1, 2, 3]]), np.array([[1, 4, 5]])), [0.415])
+    assert rank_biased_overlap(np.array([[5]]), np.array([[5]])).tolist() == [1.0]
+    # A smaller p looks more at the top: (1, 2) vs (1, 3), p = 0.5: w = (0.5, 0.125 + 0.125), X = (1, 1)
+    np.testing.assert_allclose(rank_biased_overlap(np.array([[1, 2]]), np.array([[1, 3]]), p=0.5), [0.75])
+    with pytest.raises(ValueError):
+        rank_biased_overlap(a, b, p=1.0)
+    # Against the definition, term by term, on random lists
+    rng = np.random.default_rng(0)
+    ra = np.array([rng.permutation(20)[:9] for _ in range(50)])
+    rb = np.array([rng.permutation(20)[:9] for _ in range(50)])
+    ref = [
+        sum(len(set(x[:d]) & set(y[:d])) / d * 0.9**d for d in range(1, 10)) * 0.1 / 0.9
+        + len(set(x) & set(y)) / 9 * 0.9**9
+        for x, y in zip(ra.tolist(), rb.tolist(), strict=True)
+    ]
+    np.testing.assert_allclose(rank_biased_overlap(ra, rb), ref, rtol=0, atol=1e-12)
     assert preference_distances(np.array([1.0, 0.0]), np.array([0.0, 1.0])) == (2.0, 1.0)
     assert preference_distances(np.array([3.0, 1.0]), np.array([6.0, 2.0])) == (0.0, 0.0)
     assert preference_distances(np.zeros(2), np.array([1.0, 1.0])) == (0.0, 0.0)  # empty → uniform
@@ -209,7 +225,7 @@ def test_write_read_round_trip(store: Path, tmp_path: Path) -> None:
     assert (back.class_names, back.fingerprint, back.top_k) == (d.class_names, d.fingerprint, d.top_k)
     assert (back.accuracy_a, back.accuracy_b) == (d.accuracy_a, d.accuracy_b)
     for x, y in zip(d.layers, back.layers, strict=True):
-        for field in ("overlap", "rank_corr", "purity_a", "purity_b", "dominant_a", "dominant_b", "cosine"):
+        for field in ("overlap", "rbo", "purity_a", "purity_b", "dominant_a", "dominant_b", "cosine"):
             np.testing.assert_array_equal(getattr(x, field), getattr(y, field))
         assert (x.l1, x.js, x.top_a, x.top_b, x.bottom_a, x.bottom_b) == (
             y.l1,
@@ -260,11 +276,17 @@ def test_diff_page_content(site: Path) -> None:
     assert "<img src=x" not in text and XSS_ESCAPED in text
     pref = json.loads(_group(r'id="fig-diff-pref-3-data">(.*?)</script>', text))
     assert plotly_text(XSS_CLASS) in pref["data"][0]["x"]
-    # Most changed of conv1 (overlap 7 first, then by rho): 5 (rho 174/185), 2 (211/222), then 1, 7.
+    # Most changed of conv1 (overlap 7 first, then by RBO): 5 (swap too), 2, then 1 and 7 (same RBO).
     conv1 = _group(r'id="layer-0"(.*?)</section>', text)
     most = _group(r"Most changed(.*?)Least changed", conv1)
     assert re.findall(r'class="uid">#(\d+)', most) == ["0005", "0002", "0001", "0007"]
     assert "filter cosine" in text
+    # The hint says what RBO means, its p and its scale (issue 14: a rank correlation read -0.6)
+    assert "rank-biased overlap (Webber et al. 2010, p&nbsp;=&nbsp;0.9)" in text
+    assert "1&nbsp;= the same images in the same order, 0&nbsp;= no image in common" in text
+    fig = json.loads(_group(r'id="fig-diff-overlap-data">(.*?)</script>', text))
+    assert fig["layout"]["yaxis2"]["title"]["text"] == "rank-biased overlap (0..1)"
+    assert all(0 <= v <= 1 for v in fig["data"][1]["y"])
     index = (site / "index.html").read_text(encoding="utf-8")
     assert f'href="diff/{NAME}/index.html"' in index and "tiny-alex@epoch-1 → tiny-alex@epoch-2" in index
 

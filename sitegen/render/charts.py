@@ -457,13 +457,14 @@ def layer_color(index: int, n: int) -> str:
 def diff_overlap(
     layers: Sequence[str],
     mean_overlap: Sequence[float],
-    mean_rank_corr: Sequence[float],
+    mean_rbo: Sequence[float],
     k: int,
     *,
+    rbo_p: float,
     height: int = 300,
 ) -> Chart:
-    """Mean top-k overlap per layer between two checkpoints (bars, left axis 0..k) and the mean rank
-    correlation of the top-k lists (diamonds, right axis -1..1), diff page."""
+    """Mean top-k overlap per layer between two checkpoints (bars, left axis 0..k) and the mean
+    rank-biased overlap of the top-k lists (diamonds, right axis 0..1; :mod:`sitegen.diff`), diff page."""
     names = [plotly_text(n) for n in layers]
     return {
         "data": [
@@ -482,9 +483,9 @@ def diff_overlap(
             {
                 "type": "scatter",
                 "mode": "markers",
-                "name": "mean rank correlation",
+                "name": f"mean RBO (p = {rbo_p:g})",
                 "x": names,
-                "y": _round(mean_rank_corr, 3),
+                "y": _round(mean_rbo, 3),
                 "yaxis": "y2",
                 "marker": {
                     "symbol": "diamond",
@@ -492,7 +493,9 @@ def diff_overlap(
                     "color": "#e07b39",
                     "line": {"color": "#fff", "width": 1},
                 },
-                "hovertemplate": "<b>%{x}</b><br>rank correlation %{y:.3f}<extra></extra>",
+                "hovertemplate": "<b>%{x}</b><br>mean rank-biased overlap %{y:.3f}<br>(1 = same top-"
+                + str(k)
+                + " in the same order, 0 = disjoint)<extra></extra>",
             },
         ],
         "layout": _layout(
@@ -500,13 +503,13 @@ def diff_overlap(
             showlegend=True,
             legend=_TOP_LEGEND,
             xaxis={"type": "category"},
-            yaxis={"title": {"text": f"of top-{k} kept"}, "range": [0, k * 1.12], "fixedrange": True},
+            yaxis={"title": {"text": f"mean images of the top-{k} kept"}, "range": [0, k * 1.12], "fixedrange": True},
             yaxis2={
-                "title": {"text": "rank correlation"},
+                "title": {"text": "rank-biased overlap (0..1)"},
                 "overlaying": "y",
                 "side": "right",
-                "range": [-1, 1.12],
-                "tickvals": [-1, -0.5, 0, 0.5, 1],
+                "range": [0, 1.12],
+                "tickvals": [0, 0.25, 0.5, 0.75, 1],
                 "showgrid": False,
                 "zeroline": False,
                 "fixedrange": True,

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from sitegen.diff import DiffSide, StoreDiff, read_diff, top_bottom, topk_overlap
+from sitegen.diff import RBO_P, DiffSide, StoreDiff, read_diff, top_bottom, topk_overlap
 from sitegen.errors import RenderError, StoreError
 from sitegen.render import charts
 from sitegen.render._models import Chip, Figure, Img
@@ -252,7 +252,7 @@ class DiffLayerRow:
     units: str
     overlap: str
     overlap_pct: float
-    rank_corr: str
+    rbo: str
     l1: str
     js: str
     purity: str
@@ -278,7 +278,7 @@ class UnitChange:
     unit: int
     overlap: str
     overlap_pct: float
-    rank_corr: str
+    rbo: str
     purity: str
     dominant_a: Chip
     dominant_b: Chip
@@ -1349,7 +1349,7 @@ class _Planner:
                 units=f"{lay.units:,}",
                 overlap=f"{lay.mean_overlap:.2f} / {k}",
                 overlap_pct=round(100 * lay.mean_overlap / max(k, 1), 1),
-                rank_corr=f"{lay.mean_rank_corr:.3f}",
+                rbo=f"{lay.mean_rbo:.3f}",
                 l1=f"{lay.l1:.3f}",
                 js=f"{lay.js:.3f}",
                 purity=_signed(100 * lay.mean_purity_change),
@@ -1377,8 +1377,9 @@ class _Planner:
             charts.diff_overlap(
                 [lay.name for lay in d.layers],
                 [lay.mean_overlap for lay in d.layers],
-                [lay.mean_rank_corr for lay in d.layers],
+                [lay.mean_rbo for lay in d.layers],
                 k,
+                rbo_p=RBO_P,
             ),
             300,
         )
@@ -1409,6 +1410,7 @@ class _Planner:
             facts=facts,
             k=k,
             has_cosine=d.has_weights,
+            rbo_p=f"{RBO_P:g}",
             layers=tuple(sections),
             overview=overview,
             preferences=tuple(prefs),
@@ -1446,7 +1448,7 @@ class _Planner:
         lslug: str,
         chips: Sequence[Chip],
     ) -> tuple[tuple[UnitChange, ...], tuple[UnitChange, ...], str]:
-        """The most- and least-changed units of a layer (by overlap, ties by rank correlation) among the
+        """The most- and least-changed units of a layer (by overlap, ties by rank-biased overlap) among the
         units with pages (sprites) in both checkpoints."""
         lay = d.layers[index]
         shown = [set(s.manifest.shown_units.get(lay.name, [])) for s in sides if s.manifest is not None]
@@ -1454,7 +1456,7 @@ class _Planner:
         cand = sorted(u for u in pool if 0 <= u < lay.units)
         if not cand:
             return (), (), "No unit of this layer has pages in both checkpoints."
-        ov, rho = lay.overlap.tolist(), lay.rank_corr.tolist()
+        ov, rho = lay.overlap.tolist(), lay.rbo.tolist()
         n = min(DIFF_UNITS, (len(cand) + 1) // 2)
         most = sorted(cand, key=lambda u: (ov[u], rho[u], u))[:n]
         least = [u for u in sorted(cand, key=lambda u: (-ov[u], -rho[u], u)) if u not in most][:n]
@@ -1468,7 +1470,7 @@ class _Planner:
                 unit=u,
                 overlap=f"{ov[u]} of {d.top_k}",
                 overlap_pct=round(100 * ov[u] / max(d.top_k, 1), 1),
-                rank_corr=f"{rho[u]:.3f}",
+                rbo=f"{rho[u]:.3f}",
                 purity=f"{pa[u] * 100:.0f} → {pb[u] * 100:.0f}%",
                 dominant_a=chips[da[u]],
                 dominant_b=chips[db[u]],
