@@ -327,7 +327,7 @@ def _write_checkpoint(
     shown_units: dict[str, list[int]] = {}
     sprites: dict[str, SpriteLayout] = {}
     cells = {name: cell for name, *_, cell in _LAYERS}
-    overall = np.zeros(n_classes)
+    per_layer: list[np.ndarray] = []
     for lay in layers:
         u = lay.units
         side = lay.shape[1] if len(lay.shape) == 3 else 0
@@ -403,7 +403,7 @@ def _write_checkpoint(
             if filled[c] < 3:
                 exemplars[c, filled[c]] = i
                 filled[c] += 1
-        overall += weighted
+        per_layer.append(weighted)
         mined |= {
             f"{lay.name}/values": values,
             f"{lay.name}/images": imgs,
@@ -444,6 +444,8 @@ def _write_checkpoint(
         top5[i], top5_prob[i] = order, p[order]
         confusion[labels[i], order[0]] += 1
     mined |= {"predictions/top5": top5, "predictions/top5_prob": top5_prob}
+    # as the build: each layer's histogram scaled to sum 1, then summed over the layers
+    overall = overall_preference(per_layer)
     classes |= {"overall/weighted": overall.astype(np.float32), "confusion": confusion}
     store.write_arrays(net, ckpt, "mined", mined)
     store.write_arrays(net, ckpt, "classes", classes)

@@ -490,3 +490,53 @@ def test_link_checker_reports_each_kind_of_problem(tmp_path: Path) -> None:
         ("../outside.html", "leaves"),
         ("nope.png", "missing"),
     }
+
+
+# --- charts say what they plot (issue 14) ---------------------------------------------------------------
+
+
+def _figures(site: Path) -> list[tuple[Path, str, dict]]:
+    out = []
+    for page in html_files(site):
+        for fid, text in tags(page).json.items():
+            out.append((page, fid, json.loads(text)))
+    return out
+
+
+def test_every_chart_names_its_axes_and_hovers(site: Path) -> None:
+    figures = _figures(site)
+    assert len(figures) > 20
+    for page, fid, fig in figures:
+        layout = fig["layout"]
+        used = {(t.get("xaxis", "x"), t.get("yaxis", "y")) for t in fig["data"]}
+        axes = {a for pair in used for a in pair}
+        if any(t.get("yaxis") == "y2" for t in fig["data"]):
+            axes.add("y2")
+        for ax in axes:
+            spec = layout.get(f"{ax[0]}axis{ax[1:]}", {})
+            if spec.get("showticklabels") is False:
+                continue  # image panels (occlusion): no axis to name
+            title = spec.get("title", {}).get("text", "")
+            assert title.strip(), (page, fid, ax)
+        for t in fig["data"]:
+            if t.get("hoverinfo") == "skip":
+                continue
+            hover = t.get("hovertemplate", "")
+            assert hover and "%{" in hover, (page, fid, t.get("name"))
+
+
+def test_overall_preference_is_a_mean_share_and_says_so(site: Path, store: Path) -> None:
+    fig = json.loads(tags(site / "tiny-alex/index.html").json["fig-overall-data"])
+    bar = fig["data"][0]
+    assert sum(bar["y"]) == pytest.approx(100, abs=0.05)  # four layers' shares, averaged, in %
+    assert fig["layout"]["yaxis"]["title"]["text"] == "mean share of a layer's score (%)"
+    assert "mean over 4 layers" in bar["hovertemplate"] and "count" not in bar["hovertemplate"]
+    classes = codecs.read_npz(store / "networks/tiny-alex/epoch-2/classes.npz")
+    expected = np.sort(classes["overall/weighted"])[::-1] / 4 * 100
+    np.testing.assert_allclose(bar["y"], expected, atol=1e-3)
+    layer = json.loads(tags(site / "tiny-alex/conv1/index.html").json["fig-preference-data"])
+    assert layer["layout"]["yaxis"]["title"]["text"] == "rank-weighted score (Σ k + 1 − rank)"
+    w = np.sort(classes["conv1/weighted"])[::-1]
+    np.testing.assert_allclose(layer["data"][0]["y"], w, atol=0.01)
+    shares = [c[1] for c in layer["data"][0]["customdata"]]
+    np.testing.assert_allclose(shares, np.round(100 * w / w.sum(), 1))

@@ -123,7 +123,7 @@ def test_gradcam_rows_show_the_probe_image_and_both_overlays(site: Path, store: 
         assert (site / "tiny-alex" / src).read_bytes() == (store / CK / src).read_bytes()
     text = page.read_text(encoding="utf-8")
     gc = text[text.index('id="gradcam"') : text.index('id="occlusion"')]
-    assert gc.count('<figure class="gc">') == N_CLASSES
+    assert gc.count('<figure class="gc" ') == N_CLASSES
     assert "true: &lt;img src=x onerror=alert(1)&gt;" in gc  # the XSS class, escaped
 
 

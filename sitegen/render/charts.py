@@ -98,39 +98,63 @@ def _category_axis(n: int) -> dict[str, Any]:
 
 
 def class_preference(
-    weighted: np.ndarray, counts: np.ndarray, class_names: Sequence[str], *, height: int = 340
+    weighted: np.ndarray,
+    counts: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    layers: int | None = None,
+    height: int = 340,
 ) -> Chart:
-    """The rank-weighted class histogram of a layer (or of all layers), sorted high to low.
+    """The rank-weighted class histogram of a layer, or the network's overall preference, sorted.
 
     Args:
-        weighted: ``[C]`` rank-weighted scores (weight ``k + 1 - r`` for rank ``r``).
-        counts: ``[C]`` how many top-k images of the layer's units belong to each class.
+        weighted: ``[C]`` a layer's rank-weighted scores (weight ``k + 1 - r`` for rank ``r``), or
+            with ``layers`` the overall preference: the sum over layers of each layer's scores scaled
+            to sum 1 (:func:`sitegen.analyses.class_hist.overall_preference`).
+        counts: ``[C]`` how many top-k images of the layer's (all layers') units belong to each class.
         class_names: ``C`` names.
+        layers: the number of layers summed in ``weighted``; the chart then plots the mean share
+            (``weighted / layers``, in %), the number the overall row of the bias table ranks by.
         height: chart height in px.
 
     Returns:
-        A bar chart; drag zooms along the classes (the y axis stays fixed), hover names class, score
-        and count, so 160+ classes stay readable.
+        A bar chart; drag zooms along the classes (the y axis stays fixed); the axis title and the
+        hover name the plotted number (issue 14: the overall chart called a sum of shares a count).
     """
-    order = np.argsort(-np.asarray(weighted), kind="stable")
+    w = np.asarray(weighted, dtype=np.float64)
+    order = np.argsort(-w, kind="stable")
     names = [plotly_text(class_names[i]) for i in order]
-    total = float(np.sum(weighted)) or 1.0
+    total = float(np.sum(w)) or 1.0
+    share = [round(100 * float(w[i]) / total, 1) for i in order]
+    if layers is None:
+        y = _round(w[order], 2)
+        y_title = "rank-weighted score (Σ k + 1 − rank)"
+        hover = (
+            "<b>%{x}</b><br>rank-weighted score %{y:,.0f} = %{customdata[1]}% of the layer's score"
+            "<br>%{customdata[0]:,} of the layer's top-k images are of this class<extra></extra>"
+        )
+    else:
+        y = _round(w[order] / max(layers, 1) * 100, 3)
+        y_title = "mean share of a layer's score (%)"
+        hover = (
+            f"<b>%{{x}}</b><br>%{{y:.2f}}% of a layer's rank-weighted score, mean over {layers} layers"
+            "<br>%{customdata[0]:,} top-k images of this class over all layers<extra></extra>"
+        )
     return {
         "data": [
             {
                 "type": "bar",
                 "x": names,
-                "y": _round(np.asarray(weighted)[order], 2),
-                "customdata": [[int(counts[i]), round(100 * float(weighted[i]) / total, 1)] for i in order],
+                "y": y,
+                "customdata": [[int(counts[i]), sh] for i, sh in zip(order, share, strict=True)],
                 "marker": {"color": [class_color(int(i)) for i in order]},
-                "hovertemplate": "<b>%{x}</b><br>score %{y:,.0f} (%{customdata[1]}% of the layer)"
-                "<br>%{customdata[0]:,} top-k images<extra></extra>",
+                "hovertemplate": hover,
             }
         ],
         "layout": _layout(
             height,
-            xaxis=_category_axis(len(names)),
-            yaxis={"title": {"text": "rank-weighted count"}, "fixedrange": True},
+            xaxis={**_category_axis(len(names)), "title": {"text": "class, most preferred first"}},
+            yaxis={"title": {"text": y_title}, "fixedrange": True},
         ),
     }
 
@@ -161,7 +185,8 @@ def rank_histograms(per_rank: np.ndarray, class_names: Sequence[str], *, height:
             "x": names,
             "y": _round(per_rank[r][order], 2),
             "marker": {"color": _rank_color(r, k)},
-            "hovertemplate": f"<b>%{{x}}</b><br>rank {r + 1}: %{{y}} units<extra></extra>",
+            "hovertemplate": f"<b>%{{x}}</b><br>%{{y}} units have an image of this class at rank {r + 1}"
+            "<extra></extra>",
         }
         for r in range(k)
     ]
@@ -171,9 +196,9 @@ def rank_histograms(per_rank: np.ndarray, class_names: Sequence[str], *, height:
             height,
             barmode="stack",
             showlegend=True,
-            xaxis=_category_axis(len(names)),
-            yaxis={"title": {"text": "units"}, "fixedrange": True},
-            legend={"orientation": "v", "x": 1.01, "y": 1, "font": {"size": 12}, "title": {"text": "rank"}},
+            xaxis={**_category_axis(len(names)), "title": {"text": "class, most preferred first"}},
+            yaxis={"title": {"text": "units with an image of the class at rank r"}, "fixedrange": True},
+            legend={"orientation": "v", "x": 1.01, "y": 1, "font": {"size": 12}, "title": {"text": "rank r"}},
             margin={"r": 90},
         ),
     }
@@ -226,7 +251,7 @@ def training_curves(
             "y": _round(loss, 4),
             "yaxis": "y2",
             "line": {"color": "#d0782a", "width": 2, "dash": "dot"},
-            "hovertemplate": "epoch %{x}: loss %{y:.3f}<extra></extra>",
+            "hovertemplate": "epoch %{x}: training loss %{y:.3f}<extra></extra>",
         },
     ]
     if mark_epochs:
@@ -256,9 +281,9 @@ def training_curves(
             showlegend=True,
             legend=_TOP_LEGEND,
             xaxis={"title": {"text": "epoch"}, "dtick": 1},
-            yaxis={"title": {"text": "accuracy %"}, "rangemode": "tozero"},
+            yaxis={"title": {"text": "top-1 accuracy %"}, "rangemode": "tozero"},
             yaxis2={
-                "title": {"text": "loss"},
+                "title": {"text": "training loss"},
                 "overlaying": "y",
                 "side": "right",
                 "showgrid": False,
@@ -283,13 +308,13 @@ def checkpoint_accuracy(names: Sequence[str], accuracy: Sequence[float], *, heig
                 "text": [f"{a * 100:.1f}%" for a in accuracy],
                 "textposition": "top center",
                 "cliponaxis": False,
-                "hovertemplate": "%{x}: %{y:.1f}%<extra></extra>",
+                "hovertemplate": "%{x}: top-1 probe accuracy %{y:.1f}%<extra></extra>",
             }
         ],
         "layout": _layout(
             height,
-            xaxis={"type": "category"},
-            yaxis={"title": {"text": "probe accuracy %"}, "range": [0, 105]},
+            xaxis={"type": "category", "title": {"text": "checkpoint"}},
+            yaxis={"title": {"text": "top-1 probe accuracy %"}, "range": [0, 105]},
             margin={"t": 24},
         ),
     }
@@ -307,13 +332,13 @@ def network_accuracy(networks: Sequence[str], accuracy: Sequence[float], *, heig
                 "text": [f"{a * 100:.1f}%" for a in accuracy],
                 "textposition": "outside",
                 "cliponaxis": False,
-                "hovertemplate": "%{x}: %{y:.1f}%<extra></extra>",
+                "hovertemplate": "%{x}: top-1 probe accuracy %{y:.1f}%<extra></extra>",
             }
         ],
         "layout": _layout(
             height,
-            xaxis={"type": "category"},
-            yaxis={"title": {"text": "probe accuracy %"}, "range": [0, 105]},
+            xaxis={"type": "category", "title": {"text": "network"}},
+            yaxis={"title": {"text": "top-1 probe accuracy %"}, "range": [0, 105]},
             margin={"t": 24},
         ),
     }
@@ -331,7 +356,7 @@ def training_comparison(
             "x": list(epochs),
             "y": _round(np.asarray(acc) * 100, 2),
             "line": {"color": network_color(i), "width": 3},
-            "hovertemplate": f"{plotly_text(name)}, epoch %{{x}}: %{{y:.1f}}%<extra></extra>",
+            "hovertemplate": f"{plotly_text(name)}, epoch %{{x}}: probe accuracy %{{y:.1f}}%<extra></extra>",
         }
         for i, (name, epochs, acc) in enumerate(series)
     ]
@@ -370,7 +395,7 @@ def confusion_heatmap(confusion: np.ndarray, class_names: Sequence[str], *, heig
                 "zmin": 0,
                 "zmax": 1,
                 "colorscale": [[0, "#ffffff"], [0.15, "#dce6fb"], [0.5, "#6d8fe3"], [1, "#17307a"]],
-                "colorbar": {"title": {"text": "share"}, "tickformat": ".0%", "thickness": 12},
+                "colorbar": {"title": {"text": "share of the true class"}, "tickformat": ".0%", "thickness": 12},
                 "xgap": 0 if many else 1,
                 "ygap": 0 if many else 1,
                 "hovertemplate": "true <b>%{y}</b><br>predicted <b>%{x}</b><br>%{customdata} images "
@@ -407,22 +432,30 @@ def per_class_accuracy(confusion: np.ndarray, class_names: Sequence[str], *, hei
         ],
         "layout": _layout(
             height,
-            xaxis=_category_axis(len(names)),
-            yaxis={"title": {"text": "accuracy %"}, "range": [0, 105], "fixedrange": True},
+            xaxis={**_category_axis(len(names)), "title": {"text": "true class"}},
+            yaxis={"title": {"text": "top-1 accuracy on its probe images %"}, "range": [0, 105], "fixedrange": True},
         ),
     }
 
 
 def preference_comparison(
-    networks: Sequence[str], weighted: Sequence[np.ndarray], class_names: Sequence[str], *, height: int = 360
+    networks: Sequence[str],
+    weighted: Sequence[np.ndarray],
+    class_names: Sequence[str],
+    *,
+    overall: bool = False,
+    height: int = 360,
 ) -> Chart:
-    """Overall class preference of several networks as grouped bars (share of each network's total, %).
+    """Class preference of several networks / checkpoints as grouped bars (share of each one's total, %).
 
-    Classes are sorted by the mean share, so classes every network prefers come first.
+    ``weighted`` are one layer's rank-weighted histograms (diff pages) or, with ``overall``, the
+    networks' overall preferences (compare page; the share is then the mean over layers of the class's
+    share of each layer's score). Classes are sorted by the mean share, so shared favourites come first.
     """
     shares = np.stack([np.asarray(w, dtype=np.float64) / (float(np.sum(w)) or 1.0) for w in weighted]) * 100
     order = np.argsort(-shares.mean(0), kind="stable")
     names = [plotly_text(class_names[i]) for i in order]
+    what = "a layer's rank-weighted score, mean over layers" if overall else "the layer's rank-weighted score"
     data = [
         {
             "type": "bar",
@@ -430,7 +463,7 @@ def preference_comparison(
             "x": names,
             "y": _round(shares[j][order], 3),
             "marker": {"color": network_color(j)},
-            "hovertemplate": f"{plotly_text(net)}<br><b>%{{x}}</b>: %{{y:.1f}}% of its score<extra></extra>",
+            "hovertemplate": f"{plotly_text(net)}<br><b>%{{x}}</b>: %{{y:.1f}}% of {what}<extra></extra>",
         }
         for j, net in enumerate(networks)
     ]
@@ -441,8 +474,11 @@ def preference_comparison(
             barmode="group",
             showlegend=True,
             legend=_TOP_LEGEND,
-            xaxis=_category_axis(len(names)),
-            yaxis={"title": {"text": "share of score %"}, "fixedrange": True},
+            xaxis={**_category_axis(len(names)), "title": {"text": "class"}},
+            yaxis={
+                "title": {"text": "mean share of a layer's score (%)" if overall else "share of the layer's score (%)"},
+                "fixedrange": True,
+            },
             margin={"t": 40},
         ),
     }
@@ -502,7 +538,7 @@ def diff_overlap(
             height,
             showlegend=True,
             legend=_TOP_LEGEND,
-            xaxis={"type": "category"},
+            xaxis={"type": "category", "title": {"text": "layer"}},
             yaxis={"title": {"text": f"mean images of the top-{k} kept"}, "range": [0, k * 1.12], "fixedrange": True},
             yaxis2={
                 "title": {"text": "rank-biased overlap (0..1)"},
@@ -771,7 +807,8 @@ def invariance_curves(
                 "y": _round(rel[li].mean(0), 4),
                 "line": {"color": color, "width": 3},
                 "marker": {"size": 5},
-                "hovertemplate": f"{plotly_text(layer)}, %{{x}} {unit}: %{{y:.3f}}<extra></extra>",
+                "hovertemplate": f"{plotly_text(layer)}, %{{x}} {unit}: mean relative feature distance "
+                "%{y:.3f}<extra></extra>",
             }
         )
     for b, (name, c) in enumerate(zip(images, image_classes, strict=True)):
@@ -786,7 +823,8 @@ def invariance_curves(
                 "yaxis": "y2",
                 "line": {"color": class_color(c), "width": 2},
                 "marker": {"size": 4},
-                "hovertemplate": f"{plotly_text(name)}, %{{x}} {unit}: p = %{{y:.3f}}<extra></extra>",
+                "hovertemplate": f"{plotly_text(name)}, %{{x}} {unit}: true-class probability %{{y:.3f}}"
+                "<extra></extra>",
             }
         )
     return {
@@ -796,7 +834,7 @@ def invariance_curves(
             showlegend=True,
             legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom", "font": {"size": 11}},
             xaxis={"domain": [0, 0.46], "title": {"text": f"{kind} ({unit})"}},
-            yaxis={"title": {"text": "relative distance"}, "rangemode": "tozero"},
+            yaxis={"title": {"text": "‖f(Tx) − f(x)‖ / ‖f(x)‖"}, "rangemode": "tozero"},
             xaxis2={
                 "domain": [0.56, 1],
                 "title": {"text": f"{kind} ({unit})"},
@@ -820,7 +858,7 @@ def density_scatter(
     class_names: Sequence[str],
     *,
     x_title: str,
-    y_title: str = "preference (% of layer score)",
+    y_title: str = "share of the layer's rank-weighted score (%)",
     rho: float | None,
     height: int = 340,
 ) -> Chart:
@@ -841,7 +879,11 @@ def density_scatter(
                 "textposition": "top center",
                 "textfont": {"size": 10},
                 "marker": {"color": [class_color(i) for i in keep], "size": 10},
-                "hovertemplate": "<b>%{text}</b><br>density %{x:.1f}%<br>preference %{y:.1f}%<extra></extra>",
+                "hovertemplate": "<b>%{text}</b><br>"
+                + plotly_text(x_title)
+                + " %{x:.1f}<br>"
+                + plotly_text(y_title)
+                + " %{y:.1f}<extra></extra>",
             }
         ],
         "layout": _layout(
@@ -886,7 +928,9 @@ def density_correlation(
                 "y": list(rho_density),
                 "line": {"color": ACCENT, "width": 3},
                 "marker": {"size": 8},
-                "hovertemplate": "%{x}: ρ = %{y:.2f}<extra>" + plotly_text(density_label) + "</extra>",
+                "hovertemplate": "%{x}: Spearman ρ = %{y:.2f} between class preference and "
+                + plotly_text(density_label)
+                + "<extra></extra>",
             },
             {
                 "type": "scatter",
@@ -896,14 +940,15 @@ def density_correlation(
                 "y": list(rho_complexity),
                 "line": {"color": "#d0782a", "width": 2, "dash": "dot"},
                 "marker": {"size": 7},
-                "hovertemplate": "%{x}: ρ = %{y:.2f}<extra>complexity</extra>",
+                "hovertemplate": "%{x}: Spearman ρ = %{y:.2f} between class preference and complexity"
+                "<extra></extra>",
             },
         ],
         "layout": _layout(
             height,
             showlegend=True,
             legend=_TOP_LEGEND,
-            xaxis={"type": "category"},
+            xaxis={"type": "category", "title": {"text": "layer"}},
             yaxis={
                 "title": {"text": "Spearman ρ with class preference"},
                 "range": [-1.05, 1.05],

@@ -307,7 +307,7 @@ class CheckpointTechniques:
             overall,
             class_names,
             x_title=f"{label} of the class (%)",
-            y_title="preference (% of all layers' score)",
+            y_title="mean share of a layer's score (%)",
             rho=s["rho_overall"],
         )
         note = (

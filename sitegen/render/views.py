@@ -733,7 +733,9 @@ class _Planner:
         n_cls = len(ds.rec.class_names)
         figures = {
             "overall": Figure(
-                "fig-overall", charts.class_preference(overall, counts, ds.rec.class_names), 340
+                "fig-overall",
+                charts.class_preference(overall, counts, ds.rec.class_names, layers=len(m.layers)),
+                340,
             ),
             "confusion": Figure(
                 "fig-confusion",
@@ -1159,7 +1161,7 @@ class _Planner:
         n_cls = len(ds.rec.class_names)
         pref = Figure(
             "fig-preference",
-            charts.preference_comparison([c.net.name for c in cks], shares, ds.rec.class_names),
+            charts.preference_comparison([c.net.name for c in cks], shares, ds.rec.class_names, overall=True),
             360 if n_cls <= charts.MANY_CLASSES else 420,
         )
         acc = Figure(
