@@ -33,6 +33,7 @@ from test_render import tags
 
 from sitegen.errors import RenderError
 from sitegen.render import check_site, render_site
+from sitegen.render import charts
 from sitegen.render.charts import plotly_text
 from sitegen.store import Store, codecs
 
@@ -163,7 +164,37 @@ def test_embedding_has_one_point_per_probe_image_and_escaped_legend(site: Path, 
     names = [t["name"] for t in fig["data"]]
     assert plotly_text(XSS_CLASS) in names and not any("<" in n for n in names)
     wrong = sum(p != lab for p, lab in zip(doc["predicted"], doc["labels"], strict=True))
-    assert sum(s == "circle-open" for t in fig["data"] for s in t["marker"]["symbol"]) == wrong
+    assert sum(s.endswith("-open") for t in fig["data"] for s in t["marker"]["symbol"]) == wrong
+    # Issue 14: "t-SNE" written out, axes fitted to the points, a shape per class beside its colour
+    layout = fig["layout"]
+    assert layout["xaxis"]["title"]["text"] == "t-SNE dimension 1"
+    assert layout["yaxis"]["title"]["text"] == "t-SNE dimension 2"
+    assert "scaleanchor" not in layout["yaxis"] and "range" not in layout["xaxis"]
+    shapes = [t["marker"]["symbol"][0] for t in fig["data"]]
+    assert len(set(shapes)) == N_CLASSES and all(a != b for a, b in zip(shapes, shapes[1:]))
+    colours = [t["marker"]["color"] for t in fig["data"]]
+    assert len(set(colours)) == N_CLASSES
+    text = (site / "tiny-alex/index.html").read_text(encoding="utf-8")
+    assert "t-SNE of the" in text and "tsne" not in text.lower().replace("t-sne", "")
+
+
+def _lab(colour: str) -> np.ndarray:
+    rgb = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)]) / 255
+    rgb = np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    m = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+    xyz = m @ rgb / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def test_class_palette_separates_neighbouring_classes() -> None:
+    """Issue 14: 16 classes shared three greens and three purples. CIELAB ΔE (CIE76) of the first 20."""
+    lab = [_lab(charts.class_color(i)) for i in range(20)]
+    neighbours = [float(np.linalg.norm(lab[i] - lab[i + 1])) for i in range(19)]
+    assert min(neighbours) > 45, neighbours
+    assert min(float(np.linalg.norm(a - b)) for i, a in enumerate(lab) for b in lab[i + 1 :]) > 19
+    pairs = {(charts.class_color(i), charts.class_symbol(i)) for i in range(140)}
+    assert len(pairs) == 140
 
 
 def test_invariance_and_stroke_figures(site: Path, store: Path) -> None:

@@ -27,17 +27,49 @@ ACCENT = "#2f5bd3"
 MANY_CLASSES = 30  # beyond this, category tick labels get angled and smaller
 
 
-def class_color(index: int) -> str:
-    """The colour of class ``index`` (CSS / Plotly ``hsl()``), the same on every chart and chip.
+#: 20 categorical colours ordered so that neighbouring classes differ strongly (CIELAB ΔE ≥ 49 between
+#: consecutive entries, ≥ 19 between any two): Kelly's 22 colours of maximum contrast (1965) without
+#: white and black, the lightest darkened for a white page, and a few swapped in (issue 14: golden-angle
+#: hues gave 16 classes three greens and three purples).
+PALETTE = (
+    "#0067A5", "#E25822", "#008856", "#875692", "#C99700", "#BE0032", "#4FA3D9", "#654522", "#8DB600",
+    "#E68FAC", "#2B3D26", "#F38400", "#62C26B", "#848482", "#B3446C", "#1F9E89", "#882D17", "#A39B6A",
+    "#D35FB7", "#A8A000",
+)  # fmt: skip
 
-    Hues step by the golden angle (137.5°), so any two nearby indices differ strongly; saturation and
-    lightness are fixed so the colour keeps contrast with white text and with a white background.
+#: Marker shapes of the embedding, cycled per class (7 is prime to the palette's 20: every one of the
+#: first 140 classes gets its own colour + shape pair).
+SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "triangle-down", "x")
+
+
+def class_color(index: int) -> str:
+    """The colour of class ``index`` (CSS / Plotly colour), the same on every chart and chip.
+
+    The first 20 classes take :data:`PALETTE`; beyond it, hues step by the golden angle (137.5°) with
+    alternating lightness, so nearby indices still differ.
 
     Example:
-        >>> class_color(0), class_color(1)
-        ('hsl(0, 62%, 44%)', 'hsl(138, 62%, 44%)')
+        >>> class_color(0), class_color(1), class_color(20)
+        ('#0067A5', '#E25822', 'hsl(0, 62%, 44%)')
     """
-    return f"hsl({(index * 137.508) % 360:.0f}, 62%, 44%)"
+    if 0 <= index < len(PALETTE):
+        return PALETTE[index]
+    j = index - len(PALETTE)
+    return f"hsl({(j * 137.508) % 360:.0f}, 62%, {44 if j % 2 == 0 else 34}%)"
+
+
+def class_symbol(index: int) -> str:
+    """The embedding marker shape of class ``index`` (:data:`SYMBOLS`, cycled)."""
+    return SYMBOLS[index % len(SYMBOLS)]
+
+
+#: How the embedding methods are written (issue 14: axis titles said "tsne 1").
+METHOD_NAMES = {"tsne": "t-SNE", "pca": "PCA", "umap": "UMAP"}
+
+
+def method_name(method: str) -> str:
+    """``"tsne"`` → ``"t-SNE"``; unknown methods come back as given."""
+    return METHOD_NAMES.get(method, method)
 
 
 def plotly_text(text: str) -> str:
@@ -717,11 +749,14 @@ def embedding_scatter(
     method: str,
     height: int = 520,
 ) -> Chart:
-    """2-D embedding of the probe set, one trace per class (legend toggles a class), class colours.
+    """2-D embedding of the probe set, one trace per class (legend toggles a class).
 
-    Hover: image id, true class and prediction; misclassified images are drawn as open circles.
+    Each class has its colour and a marker shape (:func:`class_symbol`); misclassified images use the
+    open variant of the shape. The axes fit the points (no locked aspect: t-SNE distances between
+    clusters mean little, and a square frame left most of a wide plot empty).
     """
     names = [plotly_text(n) for n in class_names]
+    label = method_name(method)
     xs, ys = np.asarray(x), np.asarray(y)
     lab, pred = np.asarray(labels), np.asarray(predicted)
     data = []
@@ -731,6 +766,7 @@ def embedding_scatter(
             continue
         idx = idx[np.argsort(pred[idx] != c, kind="stable")]  # correct first: the legend shows point 1
         wrong = pred[idx] != c
+        shape = class_symbol(c)
         data.append(
             {
                 "type": "scatter",
@@ -741,24 +777,26 @@ def embedding_scatter(
                 "customdata": [[int(i), names[int(p)]] for i, p in zip(idx, pred[idx], strict=True)],
                 "marker": {
                     "color": class_color(c),
-                    "size": 7,
-                    "symbol": ["circle-open" if w else "circle" for w in wrong.tolist()],
-                    "line": {"width": 1.5},
+                    "size": 9,
+                    "symbol": [f"{shape}-open" if w else shape for w in wrong.tolist()],
+                    "line": {"width": 1.5, "color": class_color(c)},
                 },
-                "hovertemplate": f"image %{{customdata[0]}}<br>class <b>{name}</b><br>"
-                "predicted %{customdata[1]}<extra></extra>",
+                "hovertemplate": f"image %{{customdata[0]}}<br>true class <b>{name}</b><br>"
+                "predicted %{customdata[1]}<br>"
+                + label
+                + " (%{x:.1f}, %{y:.1f})<extra></extra>",
             }
         )
-    axis = {"showticklabels": False, "zeroline": False, "title": {"text": ""}}
+    axis = {"zeroline": False, "showgrid": True}
     return {
         "data": data,
         "layout": _layout(
             height,
             showlegend=True,
-            legend={"orientation": "v", "x": 1.01, "y": 1, "font": {"size": 12}, "itemsizing": "constant"},
-            xaxis={**axis, "title": {"text": f"{method} 1"}},
-            yaxis={**axis, "title": {"text": f"{method} 2"}, "scaleanchor": "x"},
-            margin={"r": 140},
+            legend={"orientation": "v", "x": 1.01, "y": 1, "font": {"size": 13}, "itemsizing": "constant"},
+            xaxis={**axis, "title": {"text": f"{label} dimension 1"}},
+            yaxis={**axis, "title": {"text": f"{label} dimension 2"}},
+            margin={"r": 150},
         ),
     }
 

@@ -185,7 +185,7 @@ class CheckpointTechniques:
             emb_note = g(
                 "embedding",
                 lambda: (
-                    f"{e['method']} of the {int(e['dim'])}-dimensional penultimate features "
+                    f"{charts.method_name(str(e['method']))} of the {int(e['dim'])}-dimensional penultimate features "
                     f"of {len(e['x'])} images"
                 ),
             )
