@@ -139,19 +139,30 @@ def test_occlusion_figures_are_heatmaps_over_the_image(site: Path, store: Path) 
         for t in fig["data"]:
             assert len(t["z"]) == side and all(len(row) == side for row in t["z"])
             assert t["x"] == doc["cols"] and t["y"] == doc["rows"]
-        assert fig["data"][0]["z"] == e["true_prob"] and fig["data"][2]["z"] == e["activation"]
+        # Issue 14: the drop on one fixed 0..1 colour axis with a colour bar, not min-max per map
+        drop = np.asarray(e["base_true_prob"]) - np.asarray(e["true_prob"])
+        np.testing.assert_allclose(fig["data"][0]["z"], drop, atol=1e-4)
+        rel = 1 - np.asarray(e["activation"]) / e["base_activation"]
+        np.testing.assert_allclose(fig["data"][2]["z"], rel, atol=1e-4)
+        assert fig["data"][0]["customdata"] == e["true_prob"]
+        assert {t["coloraxis"] for t in fig["data"]} == {"coloraxis"}
+        cax = fig["layout"]["coloraxis"]
+        assert (cax["cmin"], cax["cmax"]) == (0, 1) and cax["colorbar"]["title"]["text"] == "drop"
         sources = {im["source"] for im in fig["layout"]["images"]}
         assert sources == {f"../img/shapes/{e['index']}.png"}
         assert (site / "tiny-alex" / sources.pop()).is_file()  # page-relative, resolves in the site
         titles = [a["text"] for a in fig["layout"]["annotations"]]
-        assert titles[2] == f"conv2 unit {e['unit']}"
+        assert titles[2] == (
+            f"conv2 unit {e['unit']}: max drop {max(0, rel.max()) * 100:.0f}% of {e['base_activation']:.3g}"
+        )
+        assert titles[0].endswith(f": max drop {max(0, drop.max()):.2f} from {e['base_true_prob']:.2f}")
     # The fifth image is of the XSS class: its panel title reaches Plotly escaped.
     titles = [a["text"] for a in figs[f"fig-occlusion-{OCCLUSION_IMAGES - 1}"]["layout"]["annotations"]]
-    assert titles[0] == f"p({plotly_text(XSS_CLASS)}), true class"
+    assert titles[0].startswith(f"p({plotly_text(XSS_CLASS)}): max drop ")
     assert not any("<img" in t for t in titles)
     # Each caption links the followed unit's page.
     text = (site / "tiny-alex/index.html").read_text(encoding="utf-8")
-    links = re.findall(r'<a href="(conv2/unit-\d{4}\.html)">unit \d+</a></p>', text)
+    links = re.findall(r'<a href="(conv2/unit-\d{4}\.html)">unit \d+</a> · largest drop', text)
     assert links == [f"conv2/unit-{e['unit']:04d}.html" for e in doc["images"]]
     assert all((site / "tiny-alex" / link).is_file() for link in links)
 

@@ -641,8 +641,17 @@ def stability_curves(
 
 # --- issue 7: the literature's other techniques -----------------------------------------------------
 
-_HEAT = [[0, "#fde725"], [0.25, "#5ec962"], [0.5, "#21918c"], [0.75, "#3b528b"], [1, "#440154"]]
-_HEAT_REV = [[0, "#440154"], [0.25, "#3b528b"], [0.5, "#21918c"], [0.75, "#5ec962"], [1, "#fde725"]]
+#: The occlusion drop's colour scale, fixed at 0..1 (issue 14: a min–max stretch per map made a
+#: 0.979–0.997 range look like a total loss). Zero drop is transparent so the image shows through;
+#: the colours are magma's, from light (small drop) to dark (total drop).
+DROP_SCALE = [
+    [0.0, "rgba(252, 253, 191, 0)"],
+    [0.05, "rgba(252, 253, 191, 0.35)"],
+    [0.25, "rgba(254, 159, 109, 0.7)"],
+    [0.5, "rgba(222, 73, 104, 0.8)"],
+    [0.75, "rgba(140, 41, 129, 0.88)"],
+    [1.0, "rgba(59, 15, 112, 0.92)"],
+]
 
 
 def occlusion_maps(
@@ -650,29 +659,30 @@ def occlusion_maps(
     image_size: int,
     rows: Sequence[float],
     cols: Sequence[float],
-    panels: Sequence[tuple[str, Sequence[Sequence[float]], float, float, bool]],
+    panels: Sequence[tuple[str, Sequence[Sequence[float]], Sequence[Sequence[float]], str]],
     *,
-    height: int = 250,
+    height: int = 300,
 ) -> Chart:
     """Occlusion-sensitivity maps (Zeiler & Fergus 2013, Fig. 7) drawn over the probe image.
 
-    Each panel is one Plotly heatmap, semi-transparent over a copy of the image (a layout image in
-    the panel's axes), indexed by the occluder's centre in input pixels.
+    Each panel is one Plotly heatmap over a copy of the image (a layout image in the panel's axes),
+    indexed by the occluder's centre in input pixels. All panels share one fixed colour axis, the
+    drop from 0 (transparent) to 1 (dark), with a colour bar: a small drop looks small.
 
     Args:
         image_src: page-relative URL of the image.
         image_size: its side in px (the axes span 0..image_size, rows downwards).
         rows: occluder centre rows; ``cols``: centre columns.
-        panels: ``(title, z[R][C], zmin, zmax, low_is_hot)`` per panel; ``low_is_hot`` colours low
-            values (a probability that drops) bright.
+        panels: ``(title, drop[R][C], value[R][C], value_name)`` per panel: the drop (clipped to
+            0..1 for the colour; negative = occluding raised it) and the occluded value for the hover.
         height: chart height in px.
     """
     n = len(panels)
-    gap = 0.06
-    width = (1 - gap * (n - 1)) / n
+    gap = 0.04
+    width = (0.9 - gap * (n - 1)) / n  # the right 10 % holds the colour bar
     data: list[dict[str, Any]] = []
     layout_extra: dict[str, Any] = {"images": [], "annotations": []}
-    for i, (title, z, zmin, zmax, low_hot) in enumerate(panels):
+    for i, (title, drop, value, value_name) in enumerate(panels):
         ax = "" if i == 0 else str(i + 1)
         x0 = i * (width + gap)
         data.append(
@@ -680,16 +690,13 @@ def occlusion_maps(
                 "type": "heatmap",
                 "x": [float(c) for c in cols],
                 "y": [float(r) for r in rows],
-                "z": z,
-                "zmin": zmin,
-                "zmax": zmax,
-                "opacity": 0.6,
-                "colorscale": _HEAT if low_hot else _HEAT_REV,
-                "showscale": False,
+                "z": drop,
+                "customdata": value,
+                "coloraxis": "coloraxis",
                 "xaxis": f"x{ax}",
                 "yaxis": f"y{ax}",
-                "hovertemplate": f"{plotly_text(title)}<br>square at row %{{y:.0f}}, col %{{x:.0f}}: "
-                "%{z:.3f}<extra></extra>",
+                "hovertemplate": f"{plotly_text(title)}<br>grey square centred at row %{{y:.0f}}, col %{{x:.0f}}"
+                f"<br>{plotly_text(value_name)} %{{customdata:.3f}}, drop %{{z:.3f}}<extra></extra>",
             }
         )
         layout_extra[f"xaxis{ax}"] = {
@@ -733,10 +740,25 @@ def occlusion_maps(
                 "y": 1.0,
                 "yanchor": "bottom",
                 "showarrow": False,
-                "font": {"size": 12},
+                "font": {"size": 14},
             }
         )
-    return {"data": data, "layout": _layout(height, margin={"l": 8, "r": 8, "t": 28, "b": 8}, **layout_extra)}
+    layout_extra["coloraxis"] = {
+        "cmin": 0,
+        "cmax": 1,
+        "colorscale": DROP_SCALE,
+        "colorbar": {
+            "title": {"text": "drop", "side": "top"},
+            "tickvals": [0, 0.25, 0.5, 0.75, 1],
+            "thickness": 14,
+            "len": 0.9,
+            "x": 0.93,
+            "xanchor": "left",
+            "outlinewidth": 1,
+            "outlinecolor": "#cfd5de",
+        },
+    }
+    return {"data": data, "layout": _layout(height, margin={"l": 8, "r": 8, "t": 48, "b": 8}, **layout_extra)}
 
 
 def embedding_scatter(

@@ -53,6 +53,7 @@ class OcclusionView:
     correct: bool
     unit: int
     unit_href: str
+    max_drops: tuple[str, str, str]  # true-class p, predicted p, unit activation (relative)
     figure: Figure
 
 
@@ -256,11 +257,23 @@ class CheckpointTechniques:
         for j, e in enumerate(doc["images"]):
             idx, label, pred, unit = int(e["index"]), int(e["label"]), int(e["predicted"]), int(e["unit"])
             img = image(idx, 132)
-            panels = [
-                (f"p({chips[label].name}), true class", e["true_prob"], *_span(e["true_prob"]), True),
-                (f"p({chips[pred].name}), predicted", e["pred_prob"], *_span(e["pred_prob"]), True),
-                (f"{layer} unit {unit}", e["activation"], *_span(e["activation"]), True),
-            ]
+            p_true, p_pred = float(e["base_true_prob"]), float(e["base_pred_prob"])
+            act = float(e["base_activation"])
+            panels, drops = [], []
+            for name, base, z, relative in (
+                (f"p({chips[label].name})", p_true, e["true_prob"], False),
+                (f"p({chips[pred].name})", p_pred, e["pred_prob"], False),
+                (f"{layer} unit {unit}", act, e["activation"], True),
+            ):
+                values = np.asarray(z, dtype=np.float64)
+                drop = (base - values) / (base if base > 0 else 1.0) if relative else base - values
+                worst = max(0.0, float(drop.max())) if drop.size else 0.0
+                drops.append(worst)
+                if relative:
+                    title = f"{name}: max drop {worst * 100:.0f}% of {base:.3g}"
+                else:
+                    title = f"{name}: max drop {worst:.2f} from {base:.2f}"
+                panels.append((title, np.round(drop, 4).tolist(), z, "activation" if relative else "p"))
             fig = charts.occlusion_maps(page_root + img.src, input_size, doc["rows"], doc["cols"], panels)
             out.append(
                 OcclusionView(
@@ -270,7 +283,8 @@ class CheckpointTechniques:
                     correct=label == pred,
                     unit=unit,
                     unit_href=unit_href(layer, unit),
-                    figure=Figure(f"fig-occlusion-{j}", fig, 250),
+                    max_drops=(f"{drops[0]:.2f}", f"{drops[1]:.2f}", f"{drops[2] * 100:.0f}%"),
+                    figure=Figure(f"fig-occlusion-{j}", fig, 300),
                 )
             )
         return tuple(out)
@@ -395,18 +409,6 @@ class CheckpointTechniques:
             f"(analytic RF {a} px; map {s} px, {e['images']} images, occluder {erf['occluder']} px)"
         )
         return Img(src, ERF_SIZE, ERF_SIZE, f"unit {unit}: empirical receptive field"), box, note
-
-
-def _span(z: Any) -> tuple[float, float]:
-    """Colour range of one occlusion map: its own min..max (at least 0.02 wide, so noise stays dark)."""
-    a = np.asarray(z, dtype=np.float64)
-    if not a.size:
-        return 0.0, 1.0
-    lo, hi = float(a.min()), float(a.max())
-    if hi - lo < 0.02:
-        mid = (hi + lo) / 2
-        lo, hi = mid - 0.01, mid + 0.01
-    return round(lo, 4), round(hi, 4)
 
 
 __all__ = [
