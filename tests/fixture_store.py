@@ -8,7 +8,7 @@ What it holds: one dataset (``shapes``: procedurally drawn line sketches, 6 clas
 it — ``tiny-alex`` (checkpoints epoch-1 and epoch-2, both with atlas pages, training history, filter
 weights) and ``tiny-vgg`` (one checkpoint, no weights.npz) — each with layers conv1 (conv), conv2
 (conv), fc6 (linear) and prob, unit sprites with two panels (patches, deconvnet; prob has patches
-only), a filter grid for conv1 and activation maps of three probe images. ``tiny-alex``'s last
+only; tiny-vgg's fc6 has deconvnet only, as builds store linear layers), a filter grid for conv1 and activation maps of three probe images. ``tiny-alex``'s last
 checkpoint (epoch-2 by default) also has the seven issue-7 technique files (:func:`_write_techniques`,
 :data:`TECHNIQUES` in its manifest): Grad-CAM at conv2 (one probe image per class), occlusion maps of
 five probe images (the fifth of class 4, the XSS class when ``xss``), a t-SNE-like embedding of all
@@ -421,7 +421,14 @@ def _write_checkpoint(
 
         n_shown = (shown or {}).get(lay.name, u - 4 if lay.name == "fc6" and u > 8 else u)
         shown_units[lay.name] = list(range(min(n_shown, u)))
-        panels = ["patches"] if lay.kind == "prob" else ["patches", "deconvnet"]
+        # tiny-vgg's fc6 stores no patches panel (issue 14: a linear unit's patch is the whole probe
+        # image, already in img/): render shows the probe images in its place
+        if lay.kind == "prob":
+            panels = ["patches"]
+        elif lay.kind == "linear" and net == "tiny-vgg":
+            panels = ["deconvnet"]
+        else:
+            panels = ["patches", "deconvnet"]
         cols_, rows_ = 3, math.ceil(k / 3)
         sprites[lay.name] = SpriteLayout(cell=cells[lay.name], cols=cols_, rows=rows_, panels=panels)
         cache: dict[tuple[int, ...], bytes] = {}
@@ -566,8 +573,9 @@ def _write_sprite(
     lay: SpriteLayout,
     cache: dict[tuple[int, ...], bytes],
 ) -> None:
-    """Patches panel (RF crops, upscaled), then a fake deconvnet panel: the sprite writer's layout."""
-    key = (*idx.tolist(), *boxes.ravel().tolist(), len(lay.panels))
+    """The panels ``lay.panels`` names, side by side: patches (RF crops, upscaled) and/or a fake
+    deconvnet panel; panels are placed by name, as render reads them."""
+    key = (*idx.tolist(), *boxes.ravel().tolist(), *lay.panels)
     path = store.sprite_path(net, ckpt, layer, unit)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Same bytes as the store's writer, without its per-file fsync (10 ms each here): a fixture of
@@ -583,13 +591,15 @@ def _write_sprite(
             continue
         crop = Image.fromarray(images[i][t:b, left:r]).resize((c, c), Image.Resampling.NEAREST)
         row, col = divmod(j, lay.cols)
-        sheet[row * c : (row + 1) * c, col * c : (col + 1) * c] = np.asarray(crop)
-        if len(lay.panels) > 1:
+        if "patches" in lay.panels:
+            x0 = lay.panels.index("patches") * panel_w + col * c
+            sheet[row * c : (row + 1) * c, x0 : x0 + c] = np.asarray(crop)
+        if "deconvnet" in lay.panels:
             # Deconvnet reconstructions look like coloured strokes on grey: imitate that cheaply.
             ink = 1 - np.asarray(crop.convert("L").filter(ImageFilter.GaussianBlur(1)), np.float32) / 255
             tint = np.array([0.35 + 0.6 * ((unit * 37) % 7) / 7, 0.55, 0.95 - 0.6 * ((unit * 37) % 7) / 7])
             rec = 128 + ink[..., None] * (tint * 2 - 1) * 127
-            x0 = panel_w + col * c
+            x0 = lay.panels.index("deconvnet") * panel_w + col * c
             sheet[row * c : (row + 1) * c, x0 : x0 + c] = np.clip(rec, 0, 255).astype(np.uint8)
     data = codecs.encode_webp(sheet)
     cache[key] = data

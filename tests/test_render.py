@@ -148,6 +148,8 @@ def test_one_shared_plotly_and_page_relative_urls(site: Path) -> None:
         assert '<link rel="icon" href="data:,">' in text
         assert "cdn." not in text and "://" not in text.replace("http://www.w3.org", ""), page
         assert not re.search(r'(href|src)="/', text), page
+        if page.name == "404.html":
+            continue  # self-contained: test_404_page_is_self_contained_and_finds_the_atlas_root
         depth = len(page.relative_to(site).parts) - 1
         assert f'src="{"../" * depth}assets/app.js"' in text
         has_figure = "data-figure=" in text
@@ -540,3 +542,68 @@ def test_overall_preference_is_a_mean_share_and_says_so(site: Path, store: Path)
     np.testing.assert_allclose(layer["data"][0]["y"], w, atol=0.01)
     shares = [c[1] for c in layer["data"][0]["customdata"]]
     np.testing.assert_allclose(shares, np.round(100 * w / w.sum(), 1))
+
+
+# --- issue 14, item 10: whole-image patches once, output units by class, samples, 404 ------------------
+
+
+def _cells(page: Path) -> list[str]:
+    return re.findall(r'<span class="cell-label">([^<]+)</span>', page.read_text(encoding="utf-8"))
+
+
+def test_unit_pages_show_a_whole_image_patch_once(site: Path) -> None:
+    # conv: patch (a crop), reconstruction and the image with its RF box, per top image
+    conv = _cells(site / "tiny-alex/conv1/unit-0001.html")
+    assert conv.count("patch") == conv.count("deconvnet") == 9 and sum(c.startswith("image") for c in conv) == 9
+    # fc6 with a patches panel (tiny-alex) and without one (tiny-vgg): the image once, no "patch"
+    for page in ("tiny-alex/fc6/unit-0001.html", "tiny-vgg/fc6/unit-0001.html"):
+        cells = _cells(site / page)
+        assert "patch" not in cells and cells.count("deconvnet") == 9, page
+        assert sum(c.startswith("image") for c in cells) == 9, page
+    # the panel is found by name: tiny-vgg's fc6 sprite holds deconvnet alone (3 columns wide)
+    vgg = (site / "tiny-vgg/fc6/unit-0001.html").read_text(encoding="utf-8")
+    assert "background-size:300% 300%;background-position:0% 0%" in vgg
+    alex = (site / "tiny-alex/fc6/unit-0001.html").read_text(encoding="utf-8")
+    assert "background-size:600% 300%;background-position:60% 0%" in alex  # deconvnet = 2nd panel
+    assert "background-size:600% 300%;background-position:0% 0%" not in alex  # no whole-image patch
+    prob = _cells(site / "tiny-alex/prob/unit-0001.html")
+    assert prob == [c for c in prob if c.startswith("image")] and len(prob) == 9
+
+
+def test_a_sprite_without_patches_shows_the_probe_images_on_its_tile(site: Path) -> None:
+    text = (site / "tiny-vgg/fc6/index.html").read_text(encoding="utf-8")
+    tile = _group(r'(<li class="tile" data-unit="1".*?</li>)', text.replace("\n", " "))
+    assert '<span class="tile-grid" style="--cols:3">' in tile
+    assert len(re.findall(r'src="\.\./\.\./img/shapes/\d+\.png"', tile)) == 9
+    assert 'src="unit-0001.webp"' in tile and 'alt="unit 1: top-9 deconvnet reconstructions"' in tile
+    assert "top-9 probe images (left; the whole image is its receptive field)" in text
+    alex = (site / "tiny-alex/fc6/index.html").read_text(encoding="utf-8")
+    assert "tile-grid" not in alex and "top-9 images&#39; receptive-field patches (left)" in alex
+
+
+def test_output_units_are_titled_by_their_class(site: Path) -> None:
+    for u, name in enumerate(("circle", "square", "triangle", "cross", XSS_ESCAPED, "spiral")):
+        text = (site / f"tiny-vgg/prob/unit-{u:04d}.html").read_text(encoding="utf-8")
+        assert f"<h1>Unit {u} · {name}</h1>" in text
+        assert f"<title>tiny-vgg · prob · unit {u} · {name} · " in text
+    # fc6 has 16 units for 6 classes: not an output layer
+    assert "<h1>Unit 3</h1>" in (site / "tiny-vgg/fc6/unit-0003.html").read_text(encoding="utf-8")
+
+
+def test_a_sampled_layer_says_how_the_sample_was_chosen(site: Path) -> None:
+    text = (site / "tiny-vgg/fc6/index.html").read_text(encoding="utf-8")
+    assert "12 of the layer&#39;s 16 units have pages" in text
+    assert "a random sample drawn once from the build&#39;s seed and the layer&#39;s name" in text
+    assert "<dd>12 (a sample)</dd>" in text
+    conv = (site / "tiny-vgg/conv1/index.html").read_text(encoding="utf-8")
+    assert "random sample" not in conv and "(a sample)" not in conv
+
+
+def test_404_page_is_self_contained_and_finds_the_atlas_root(site: Path) -> None:
+    text = (site / "404.html").read_text(encoding="utf-8")
+    # served by GitHub Pages at any depth: no page-relative asset may be needed
+    assert 'rel="stylesheet"' not in text and "<script src" not in text and "<img" not in text
+    assert '<a id="home" href="index.html">' in text
+    assert 'content="sitegen' in text and 'class="page-index"' in text  # what the script looks for
+    index = (site / "index.html").read_text(encoding="utf-8")
+    assert '<meta name="generator" content="sitegen' in index and '<body class="page-index">' in index

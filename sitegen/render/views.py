@@ -142,7 +142,8 @@ class UnitTile:
     href: str
     sprite: Img | None
     grid: str  # "--cols:6;--rows:3": the sprite's cell grid, drawn as thin lines over it
-    thumbs: tuple[Img, ...]
+    thumbs: tuple[Img, ...]  # probe images: no sprite (3), or a sprite without patches (all top-k)
+    thumb_cols: int
     purity: float
     purity_text: str
     chip: Chip
@@ -457,6 +458,41 @@ def _sprite_cells(sprite: SpriteLayout, rank: int, n_panels: int | None = None) 
     )
 
 
+def _panels_alt(panels: Sequence[str], k: int) -> str:
+    """Alt text of a sprite by its panels' names: "top-9 patches and deconvnet reconstructions"."""
+    names = {"patches": "patches", "deconvnet": "deconvnet reconstructions", "guided": "guided backprop"}
+    return f"top-{k} " + " and ".join(names.get(p, p) for p in panels)
+
+
+def _tile_hint(sprite: SpriteLayout | None, k: int) -> str:
+    """What a layer page's unit tile shows, by the sprite's panel names."""
+    if sprite is None:
+        return "Each tile: the unit's three top probe images."
+    recon = [_PANEL_LABELS.get(p, p) for p in sprite.panels if p != "patches"]
+    if "patches" not in sprite.panels:
+        return (
+            f"Each tile: the unit's top-{k} probe images (left; the whole image is its receptive field) "
+            f"and their {' and '.join(recon)} reconstructions (right), rank 1 top-left."
+        )
+    if not recon:
+        return f"Each tile: the unit's top-{k} images' receptive-field patches, rank 1 top-left."
+    return (
+        f"Each tile: the unit's top-{k} images' receptive-field patches (left) and their "
+        f"{' and '.join(recon)} reconstructions (right), rank 1 top-left."
+    )
+
+
+def _is_output(rec: LayerRecord, net: NetworkRecord, n_classes: int) -> bool:
+    """Whether unit ``i`` of the layer is class ``i``: ``prob``, or the last linear layer before it
+    with one unit per class (fc8 of AlexNet)."""
+    if rec.kind == "prob":
+        return rec.units == n_classes
+    if rec.kind != "linear" or rec.units != n_classes:
+        return False
+    later = [lay for lay in net.layers[[lay.name for lay in net.layers].index(rec.name) + 1 :]]
+    return all(lay.kind == "prob" for lay in later)
+
+
 def _signed(x: float, digits: int = 1, unit: str = " pp") -> str:
     """``+2.5 pp``, ``−1.4 pp`` (a real minus sign), ``0.0 pp`` (no sign when it rounds to zero)."""
     if round(x, digits) == 0:
@@ -569,6 +605,8 @@ class _Planner:
             self._compare_page(datasets[ds_name], [last[n.name] for n in ns])
         diff_links = tuple(self._diff_page(name, d) for name, d in diffs.items())
         self._index_page(build, datasets, nets, compares, diff_links)
+        # GitHub Pages answers any missing URL, at any depth, with /404.html (templates/404.html).
+        self._page("404.html", "404.html", "Page not found", [], False)
         return SitePlan(pages=tuple(self.pages), files=dict(self.files))
 
     @staticmethod
@@ -972,6 +1010,7 @@ class _Planner:
 
         # Unit pages.
         unit_path = {u: f"{folder}unit-{u:04d}.html" for u in units}
+        output = _is_output(rec, ck.net, len(ds.chips))
         tiles = []
         for pos, u in enumerate(units):
             sprite_img = None
@@ -983,14 +1022,16 @@ class _Planner:
                     src,
                     n_cols * sprite.cell,
                     sprite.rows * sprite.cell,
-                    f"unit {u}: top-{m.top_k} patches"
-                    + (" and reconstructions" if n_cols > sprite.cols else ""),
+                    f"unit {u}: " + _panels_alt(sprite.panels, m.top_k),
                 )
             entries = self._entries(ck, ds, rec, sprite, values_l[u], images_l[u], boxes_l[u])
             dom = ds.chips[dominant_l[u]]
-            thumbs = (
-                tuple(self._image(ds, e.image_index, THUMB) for e in entries[:3]) if sprite is None else ()
-            )
+            if sprite is None:
+                thumbs = tuple(self._image(ds, e.image_index, THUMB) for e in entries[:3])
+            elif "patches" not in sprite.panels:
+                thumbs = tuple(self._image(ds, e.image_index, THUMB) for e in entries)
+            else:
+                thumbs = ()
             tiles.append(
                 UnitTile(
                     unit=u,
@@ -999,6 +1040,7 @@ class _Planner:
                     sprite=sprite_img,
                     thumbs=thumbs,
                     grid=f"--cols:{len(sprite.panels) * sprite.cols};--rows:{sprite.rows}" if sprite else "",
+                    thumb_cols=sprite.cols if sprite else 3,
                     purity=round(purity_l[u], 4),
                     purity_text=f"{purity_l[u] * 100:.0f}%",
                     chip=dom,
@@ -1015,7 +1057,10 @@ class _Planner:
             prev_u = units[pos - 1] if pos > 0 else None
             next_u = units[pos + 1] if pos + 1 < len(units) else None
             path = unit_path[u]
-            title = f"{ck.net.name} · {layer} · unit {u}"
+            # Output units (prob, and the linear layer that feeds it) are classes: name them.
+            out_class = ds.chips[u] if output and u < len(ds.chips) else None
+            heading = f"Unit {u} · {out_class.name}" if out_class else f"Unit {u}"
+            title = f"{ck.net.name} · {layer} · unit {u}" + (f" · {out_class.name}" if out_class else "")
             self._page(
                 path,
                 "unit.html",
@@ -1025,6 +1070,8 @@ class _Planner:
                 net=ck.net.name,
                 layer=layer,
                 unit=u,
+                heading=heading,
+                out_class=out_class,
                 kind=rec.kind,
                 entries=entries,
                 mix=mix,
@@ -1049,10 +1096,17 @@ class _Planner:
             Fact("kind", rec.kind),
             Fact("output", _shape(rec.shape)),
             Fact("units", f"{rec.units:,}"),
-            Fact("shown", f"{len(units):,}"),
+            Fact("shown", f"{len(units):,}" if len(units) == rec.units else f"{len(units):,} (a sample)"),
             Fact("receptive field", f"{rec.rf_size} px, stride {rec.rf_stride}"),
             Fact("mean purity", f"{mean * 100:.0f}%"),
             Fact("top-k", str(m.top_k)),
+        )
+        sample_note = (
+            ""
+            if len(units) == rec.units
+            else f"{len(units):,} of the layer's {rec.units:,} units have pages: unless the spec's "
+            "units: lists them, a random sample drawn once from the build's seed and the layer's "
+            "name, so every build and checkpoint shows the same units."
         )
         evo = self.evo_slugs.get(ck.net.name, {}).get(layer)
         evolution = (
@@ -1094,6 +1148,8 @@ class _Planner:
                 tiles=chunk,
                 pager=pager,
                 page_note=f"units {first}–{last}, page {p + 1} of {n_pages}" if n_pages > 1 else "",
+                sample_note=sample_note,
+                tile_hint=_tile_hint(sprite, m.top_k),
                 n_units=len(units),
                 evolution=evolution,
                 prev_layer=Link(f"{ck.base}{ck.layer_slugs[sib_prev]}/index.html", sib_prev)
@@ -1130,7 +1186,13 @@ class _Planner:
                 )
             cells: tuple[SpriteCell, ...] = ()
             if sprite is not None and r < sprite.cols * sprite.rows:
-                cells = _sprite_cells(sprite, r)
+                # Issue 14: a whole-image "patch" (fc / prob units) repeats the image shown beside it,
+                # and a sprite may store no patches panel at all: cells are picked by panel name.
+                cells = tuple(
+                    c
+                    for c, panel in zip(_sprite_cells(sprite, r), sprite.panels, strict=True)
+                    if panel != "patches" or rf_box is not None
+                )
             out.append(
                 TopEntry(
                     rank=r + 1,
@@ -1645,8 +1707,8 @@ class _Planner:
         src = f"{atlas or folder}unit-{unit:04d}.webp"
         self.files[src] = self.store.sprite_path(net.name, ck.name, layer, unit)
         note = "final" if final else ("–" if overlap is None else f"{int(overlap[unit])}/{k}")
-        title = f"{ck.name}: unit {unit}, rank-1 patch" + (
-            " and reconstruction" if len(lay.panels) > 1 else ""
+        title = f"{ck.name}: unit {unit}, rank-1 " + " and ".join(
+            _PANEL_LABELS.get(p, p) for p in lay.panels[:2]
         )
         if not final and overlap is not None:
             title += f"; {note} of its top-{k} images are in the final top-{k}"
