@@ -229,13 +229,31 @@ def _gradcam(a: AnalysesSpec, inputs: Inputs, out: Path, network: str) -> bool:
     return True
 
 
+def occlusion_geometry(size: int | None, stride: int | None, input_size: int) -> tuple[int, int]:
+    """The occluding square and its stride: the spec's, or 1/8 of the input and half of that.
+
+    A fixed 8 px square with stride 4 (right for 64 px doodles) is 2,809 positions on a 224 px image:
+    the cost grows with the square of the input side, so the defaults scale with it (issue 13) and
+    every input size gets the same 15 x 15 map of the same relative coarseness.
+    """
+    square = size or max(2, round(input_size / 8))
+    return square, stride or max(1, square // 2)
+
+
+def erf_geometry(occluder: int | None, stride: int | None, input_size: int) -> tuple[int, int]:
+    """Zhou et al. (2015) occlude 11 px squares at stride 3 on 227 px images: scaled to the input."""
+    side = occluder or max(3, round(input_size * 11 / 227))
+    return side, stride or max(1, round(input_size * 3 / 227))
+
+
 def _occlusion(a: AnalysesSpec, inputs: Inputs, out: Path, network: str) -> bool:
     o, lm = a.occlusion, inputs.loaded
     info = _one_layer(o.layer, lm.layers, inputs.problem, ("analyses", "occlusion", "layer"), network)
     if info is None:
         return False
     size = lm.input_size
-    if o.size >= size:
+    square, stride = occlusion_geometry(o.size, o.stride, size)
+    if square >= size:
         raise SpecError(
             [inputs.problem(("analyses", "occlusion", "size"), f"must be below the {size} px input")]
         )
@@ -245,8 +263,8 @@ def _occlusion(a: AnalysesSpec, inputs: Inputs, out: Path, network: str) -> bool
         lm,
         images,
         labels,
-        size=o.size,
-        stride=o.stride,
+        size=square,
+        stride=stride,
         layer=info,
         device=inputs.device,
         batch_size=o.batch_size,
@@ -435,6 +453,7 @@ def _erf(a: AnalysesSpec, inputs: Inputs, out: Path, network: str) -> bool:
     e, lm = a.empirical_rf, inputs.loaded
     infos = pick_layers(e.layers, lm.layers, inputs.problem, ("analyses", "empirical_rf", "layers"), network)
     layers: dict[str, Any] = {}
+    occluder, stride = erf_geometry(e.occluder, e.stride, lm.input_size)
     for info in infos:
         if info.kind == "prob":
             continue
@@ -454,8 +473,8 @@ def _erf(a: AnalysesSpec, inputs: Inputs, out: Path, network: str) -> bool:
                 u,
                 images,
                 pos,
-                occluder=e.occluder,
-                stride=e.stride,
+                occluder=occluder,
+                stride=stride,
                 device=inputs.device,
                 batch_size=e.batch_size,
             )
@@ -475,7 +494,7 @@ def _erf(a: AnalysesSpec, inputs: Inputs, out: Path, network: str) -> bool:
         if got:
             layers[info.name] = got
     codecs.write_json(
-        out / "erf.json", {"format": FORMAT, "occluder": e.occluder, "stride": e.stride, "layers": layers}
+        out / "erf.json", {"format": FORMAT, "occluder": occluder, "stride": stride, "layers": layers}
     )
     return bool(layers)
 

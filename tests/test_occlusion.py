@@ -185,3 +185,32 @@ def test_empirical_rf_rejects_bad_positions() -> None:
         empirical_rf(loaded, layer, 0, torch.rand(1, 3, 20, 18), [(10, 0)], occluder=3, stride=2)
     with pytest.raises(ModelError, match="unit 9"):
         empirical_rf(loaded, layer, 9, torch.rand(1, 3, 20, 18), [(1, 1)], occluder=3, stride=2)
+
+
+@pytest.mark.parametrize(
+    ("given", "input_size", "want"),
+    [
+        ((None, None), 64, (8, 4)),  # the embedded default's 64 px doodles: as before
+        ((None, None), 224, (28, 14)),  # not 2,809 positions of an 8 px square
+        ((None, None), 32, (4, 2)),
+        ((10, None), 224, (10, 5)),
+        ((10, 3), 224, (10, 3)),  # the spec's values win
+    ],
+)
+def test_occlusion_defaults_scale_with_the_input(given, input_size, want) -> None:
+    from sitegen.analyses.occlusion import occluder_grid
+    from sitegen.techniques import occlusion_geometry
+
+    assert occlusion_geometry(*given, input_size) == want
+    if given == (None, None):
+        tops, lefts = occluder_grid((input_size, input_size), *want)
+        assert len(tops) == len(lefts) == 15  # the same map resolution at every input size
+
+
+def test_empirical_rf_defaults_follow_zhou_et_al() -> None:
+    from sitegen.techniques import erf_geometry
+
+    assert erf_geometry(None, None, 227) == (11, 3)
+    assert erf_geometry(None, None, 224) == (11, 3)
+    assert erf_geometry(None, None, 64) == (3, 1)
+    assert erf_geometry(5, 3, 64) == (5, 3)
