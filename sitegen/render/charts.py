@@ -88,12 +88,13 @@ def _layout(height: int, **extra: Any) -> dict[str, Any]:
         "zerolinecolor": "#cfd5de",
         "linecolor": "#cfd5de",
         "automargin": True,
-        "title": {"font": {"size": 13}},
+        "title": {"font": {"size": 15}},
+        "tickfont": {"size": 14},
     }
     layout: dict[str, Any] = {
         "height": height,
         "margin": {"l": 56, "r": 16, "t": 16, "b": 48},
-        "font": {"family": FONT, "size": 13, "color": INK},
+        "font": {"family": FONT, "size": 15, "color": INK},  # a projector's 1920 px (issue 14)
         "paper_bgcolor": "rgba(0,0,0,0)",
         "plot_bgcolor": "#ffffff",
         "hoverlabel": {
@@ -114,7 +115,7 @@ def _layout(height: int, **extra: Any) -> dict[str, Any]:
     return layout
 
 
-_TOP_LEGEND = {"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom", "font": {"size": 12}}
+_TOP_LEGEND = {"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom", "font": {"size": 14}}
 
 
 def network_color(index: int) -> str:
@@ -125,7 +126,7 @@ def network_color(index: int) -> str:
 def _category_axis(n: int) -> dict[str, Any]:
     axis: dict[str, Any] = {"type": "category", "fixedrange": False}
     if n > MANY_CLASSES:
-        axis |= {"tickangle": -60, "tickfont": {"size": 10}}
+        axis |= {"tickangle": -60, "tickfont": {"size": 11}}
     return axis
 
 
@@ -160,9 +161,10 @@ def class_preference(
     share = [round(100 * float(w[i]) / total, 1) for i in order]
     if layers is None:
         y = _round(w[order], 2)
-        y_title = "rank-weighted score (Σ k + 1 − rank)"
+        y_title = "rank-weighted score"
         hover = (
-            "<b>%{x}</b><br>rank-weighted score %{y:,.0f} = %{customdata[1]}% of the layer's score"
+            "<b>%{x}</b><br>rank-weighted score %{y:,.0f} (Σ over units of k + 1 − rank)"
+            "<br>= %{customdata[1]}% of the layer's score"
             "<br>%{customdata[0]:,} of the layer's top-k images are of this class<extra></extra>"
         )
     else:
@@ -229,8 +231,8 @@ def rank_histograms(per_rank: np.ndarray, class_names: Sequence[str], *, height:
             barmode="stack",
             showlegend=True,
             xaxis={**_category_axis(len(names)), "title": {"text": "class, most preferred first"}},
-            yaxis={"title": {"text": "units with an image of the class at rank r"}, "fixedrange": True},
-            legend={"orientation": "v", "x": 1.01, "y": 1, "font": {"size": 12}, "title": {"text": "rank r"}},
+            yaxis={"title": {"text": "units, by rank r of the image"}, "fixedrange": True},
+            legend={"orientation": "v", "x": 1.01, "y": 1, "font": {"size": 14}, "title": {"text": "rank r"}},
             margin={"r": 90},
         ),
     }
@@ -243,7 +245,7 @@ def training_curves(
     loss: Sequence[float],
     marks: Sequence[tuple[int, str]],
     *,
-    height: int = 260,
+    height: int = 340,
 ) -> Chart:
     """Accuracy (train and probe, %) and loss per epoch; ``marks`` label the epochs with atlas pages.
 
@@ -321,7 +323,7 @@ def training_curves(
                 "showgrid": False,
                 "rangemode": "tozero",
             },
-            margin={"r": 56, "t": 40},
+            margin={"r": 72, "t": 40},
         ),
     }
 
@@ -415,7 +417,7 @@ def confusion_heatmap(confusion: np.ndarray, class_names: Sequence[str], *, heig
     share = np.divide(conf, rows, out=np.zeros(conf.shape, dtype=np.float64), where=rows > 0)
     names = [plotly_text(n) for n in class_names]
     many = len(names) > MANY_CLASSES
-    tick = {"type": "category", "tickfont": {"size": 10 if many else 12}}
+    tick = {"type": "category", "tickfont": {"size": 11 if many else 14}}
     return {
         "data": [
             {
@@ -465,7 +467,7 @@ def per_class_accuracy(confusion: np.ndarray, class_names: Sequence[str], *, hei
         "layout": _layout(
             height,
             xaxis={**_category_axis(len(names)), "title": {"text": "true class"}},
-            yaxis={"title": {"text": "top-1 accuracy on its probe images %"}, "range": [0, 105], "fixedrange": True},
+            yaxis={"title": {"text": "top-1 accuracy %"}, "range": [0, 105], "fixedrange": True},
         ),
     }
 
@@ -608,15 +610,17 @@ def stability_curves(
         height: chart height in px.
     """
     xs = list(x) if numeric else [plotly_text(str(v)) for v in x]
+    # two checkpoints are two measurements, not a trajectory: a line between them would suggest one
+    mode = "lines+markers" if len(xs) >= 3 else "markers"
     data = [
         {
             "type": "scatter",
-            "mode": "lines+markers",
+            "mode": mode,
             "name": plotly_text(name),
             "x": xs,
             "y": [None if v is None else round(float(v), 3) for v in values],
             "line": {"color": layer_color(i, len(layers)), "width": 3},
-            "marker": {"size": 8},
+            "marker": {"size": 8 if len(xs) >= 3 else 12},
             "hovertemplate": f"{plotly_text(name)}, %{{x}}: %{{y:.2f}} of the final top-{k}<extra></extra>",
         }
         for i, (name, values) in enumerate(zip(layers, series, strict=True))
@@ -631,7 +635,7 @@ def stability_curves(
         "layout": _layout(
             height,
             showlegend=True,
-            legend={"orientation": "v", "x": 1.01, "y": 1, "font": {"size": 12}, "title": {"text": "layer"}},
+            legend={"orientation": "v", "x": 1.01, "y": 1, "font": {"size": 14}, "title": {"text": "layer"}},
             xaxis=xaxis,
             yaxis={"title": {"text": f"mean overlap with final top-{k}"}, "range": [0, k * 1.05]},
             margin={"r": 110},
@@ -892,7 +896,7 @@ def invariance_curves(
         "layout": _layout(
             height,
             showlegend=True,
-            legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom", "font": {"size": 11}},
+            legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom", "font": {"size": 13}},
             xaxis={"domain": [0, 0.46], "title": {"text": f"{kind} ({unit})"}},
             yaxis={"title": {"text": "‖f(Tx) − f(x)‖ / ‖f(x)‖"}, "rangemode": "tozero"},
             xaxis2={
@@ -918,7 +922,7 @@ def density_scatter(
     class_names: Sequence[str],
     *,
     x_title: str,
-    y_title: str = "share of the layer's rank-weighted score (%)",
+    y_title: str = "share of the layer's score (%)",
     rho: float | None,
     height: int = 340,
 ) -> Chart:
@@ -937,8 +941,8 @@ def density_scatter(
                 "y": [round(float(share[i]), 3) for i in keep],
                 "text": [names[i] for i in keep],
                 "textposition": "top center",
-                "textfont": {"size": 10},
-                "marker": {"color": [class_color(i) for i in keep], "size": 10},
+                "textfont": {"size": 13},
+                "marker": {"color": [class_color(i) for i in keep], "size": 12},
                 "hovertemplate": "<b>%{text}</b><br>"
                 + plotly_text(x_title)
                 + " %{x:.1f}<br>"
@@ -1017,3 +1021,67 @@ def density_correlation(
             margin={"t": 40},
         ),
     }
+
+
+# --- text alternatives (issue 14: charts need an accessible name and a text alternative) ------------
+
+
+def _plain(text: Any) -> str:
+    """A Plotly string as plain text: entities decoded, tags dropped (the template escapes it again)."""
+    import html
+    import re
+
+    return html.unescape(re.sub(r"<[^>]+>", " ", str(text))).strip()
+
+
+def _axis_title(layout: dict[str, Any], name: str) -> str:
+    axis = layout.get(name) or {}
+    if axis.get("showticklabels") is False:
+        return ""
+    return _plain((axis.get("title") or {}).get("text", ""))
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return _plain(v)
+
+
+def describe(spec: Chart, *, limit: int = 8) -> tuple[str, str]:
+    """A chart's accessible name and a short text alternative, read from its own spec.
+
+    The name says what is plotted against what (the axis titles); the description lists each trace
+    with its first ``limit`` points (bars are sorted, so these are the largest) or, for heatmaps, the
+    grid size and value range.
+
+    Returns:
+        ``(name, description)``, plain text.
+    """
+    layout = spec.get("layout", {})
+    data = spec.get("data", [])
+    kinds = sorted({str(t.get("type", "scatter")) for t in data})
+    kind = {"bar": "Bar chart", "scatter": "Chart", "heatmap": "Heatmap"}.get(kinds[0], "Chart") if kinds else "Chart"
+    x, y = _axis_title(layout, "xaxis"), _axis_title(layout, "yaxis")
+    y2 = _axis_title(layout, "yaxis2")
+    if y and x:
+        name = f"{kind}: {y} by {x}" + (f", and {y2}" if y2 else "")
+    elif layout.get("annotations"):
+        name = f"{kind}: " + "; ".join(_plain(a.get("text", "")) for a in layout["annotations"])
+    else:
+        name = f"{kind}: {y or x or 'values'}"
+    parts = []
+    for t in data:
+        if t.get("hoverinfo") == "skip":
+            continue
+        label = _plain(t.get("name", "")) if t.get("name") else ""
+        if t.get("type") == "heatmap":
+            z = np.asarray(t.get("z", []), dtype=np.float64)
+            if z.size:
+                parts.append(f"{label + ': ' if label else ''}{z.shape[0]}×{z.shape[-1]} grid, values "
+                             f"{np.nanmin(z):.3g} to {np.nanmax(z):.3g}")
+            continue
+        xs, ys = list(t.get("x", [])), list(t.get("y", []))
+        pts = [f"{_fmt(a)} {_fmt(b)}" for a, b in zip(xs[:limit], ys[:limit], strict=False) if b is not None]
+        more = f" (and {len(xs) - limit} more)" if len(xs) > limit else ""
+        parts.append(f"{label + ': ' if label else ''}{', '.join(pts)}{more}")
+    return name, "; ".join(p for p in parts if p)[:1200]
