@@ -537,7 +537,7 @@ def test_overall_preference_is_a_mean_share_and_says_so(site: Path, store: Path)
     expected = np.sort(classes["overall/weighted"])[::-1] / 4 * 100
     np.testing.assert_allclose(bar["y"], expected, atol=1e-3)
     layer = json.loads(tags(site / "tiny-alex/conv1/index.html").json["fig-preference-data"])
-    assert layer["layout"]["yaxis"]["title"]["text"] == "rank-weighted score (Σ k + 1 − rank)"
+    assert layer["layout"]["yaxis"]["title"]["text"] == "rank-weighted score"
     w = np.sort(classes["conv1/weighted"])[::-1]
     np.testing.assert_allclose(layer["data"][0]["y"], w, atol=0.01)
     shares = [c[1] for c in layer["data"][0]["customdata"]]

@@ -27,11 +27,27 @@ class Chip:
 
 @dataclass(frozen=True, slots=True)
 class Figure:
-    """A Plotly figure: a stable DOM id, its JSON spec and its height in px."""
+    """A Plotly figure: a stable DOM id, its JSON spec and its height in px.
+
+    ``label`` and ``description`` are the chart's accessible name and text alternative, read from the
+    spec (:func:`sitegen.render.charts.describe`).
+    """
 
     id: str
     spec: dict[str, Any]
     height: int
+
+    @property
+    def label(self) -> str:
+        from sitegen.render.charts import describe
+
+        return describe(self.spec)[0]
+
+    @property
+    def description(self) -> str:
+        from sitegen.render.charts import describe
+
+        return describe(self.spec)[1]
 
 
 __all__ = ["Chip", "Figure", "Img"]

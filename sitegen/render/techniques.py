@@ -24,10 +24,11 @@ from sitegen.render._models import Figure, Img
 from sitegen.store import codecs
 
 FORMAT = 1
-FV_SIZE = 160  # CSS px of a feature visualization on the unit page
-FV_TILE = 64  # ... and on the layer page grid
-ERF_SIZE = 160  # CSS px of an empirical-RF map
-GRADCAM_SIZE = 132
+# CSS px, sized for a projector at 1920 px (issue 14); stylesheets may scale them down on phones
+FV_SIZE = 256  # a feature visualization on the unit page
+FV_TILE = 112  # ... and on the layer page grid
+ERF_SIZE = 224  # an empirical-RF map
+GRADCAM_SIZE = 200
 
 _KIND_TITLES = {"translation": "Vertical translation", "rotation": "Rotation", "scale": "Scale"}
 
@@ -256,7 +257,7 @@ class CheckpointTechniques:
         layer = str(doc["layer"])
         for j, e in enumerate(doc["images"]):
             idx, label, pred, unit = int(e["index"]), int(e["label"]), int(e["predicted"]), int(e["unit"])
-            img = image(idx, 132)
+            img = image(idx, GRADCAM_SIZE)
             p_true, p_pred = float(e["base_true_prob"]), float(e["base_pred_prob"])
             act = float(e["base_activation"])
             panels, drops = [], []
@@ -284,7 +285,7 @@ class CheckpointTechniques:
                     unit=unit,
                     unit_href=unit_href(layer, unit),
                     max_drops=(f"{drops[0]:.2f}", f"{drops[1]:.2f}", f"{drops[2] * 100:.0f}%"),
-                    figure=Figure(f"fig-occlusion-{j}", fig, 300),
+                    figure=Figure(f"fig-occlusion-{j}", fig, 380),
                 )
             )
         return tuple(out)

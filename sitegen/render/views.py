@@ -47,7 +47,8 @@ UNITS_PER_PAGE = 256  # keeps a layer page well under 2 MB of HTML (VGG-19 fc6 h
 ACTMAPS_FORMAT = 1
 
 # Display sizes (CSS px) of probe images; the <img> width/height attributes carry them.
-TINY, THUMB, SAMPLE, FULL, MAP = 28, 44, 56, 132, 84
+# CSS px of probe images and activation maps; sized for a projector at 1920 px (issue 14)
+TINY, THUMB, SAMPLE, FULL, MAP = 48, 56, 64, 200, 128
 
 # How sprite panel names (store) read under a single cell (page).
 _PANEL_LABELS = {
@@ -180,6 +181,7 @@ class TopEntry:
     image: Img
     box: Box | None
     cells: tuple[SpriteCell, ...]
+    image_first: bool  # no patch cell: the whole image stands in the patch's place (issue 14)
 
 
 @dataclass(frozen=True, slots=True)
@@ -797,7 +799,7 @@ class _Planner:
                     [e.loss for e in t],
                     marks,
                 ),
-                260,
+                340,
             )
         facts = (
             Fact("architecture", net.arch),
@@ -809,7 +811,16 @@ class _Planner:
             Fact("normalization", net.normalization.kind),
             Fact("top-k", str(m.top_k)),
             Fact("weights", net.weights or ("trained by sitegen" if net.training else "–")),
-            Fact("computed", _date(m.provenance.created) + " on " + m.provenance.device),
+        )
+        # Issue 14: provenance goes to the page's closing "Build" section, not its opening
+        pv = m.provenance
+        build_facts = (
+            Fact("computed", _date(pv.created) + " on " + pv.device),
+            Fact("sitegen", pv.sitegen_version),
+            Fact("torch", pv.torch_version),
+            Fact("seed", str(pv.seed)),
+            Fact("checkpoint hash", pv.checkpoint_hash[:12]),
+            Fact("probe fingerprint", pv.dataset_fingerprint[:12]),
         )
         timings = self._bars(m.timings)
         title = net.name if ck.base.count("/") == 1 else f"{net.name} @ {ck.name}"
@@ -839,6 +850,7 @@ class _Planner:
             net=net.name,
             checkpoint=ck.name,
             facts=facts,
+            build_facts=build_facts,
             tabs=tabs if len(tabs) > 1 else (),
             related=self.related[net.name],
             layers=tuple(rows),
@@ -863,7 +875,7 @@ class _Planner:
             return None
         src = f"{ck.base}filters.png"
         self.files[src] = ck.dir / "filters.png"
-        scale = max(1, min(4, 480 // max(1, f.cols * f.cell)))  # enlarge small grids, pixel-crisp
+        scale = max(1, min(8, 720 // max(1, f.cols * f.cell)))  # enlarge small grids, pixel-crisp
         return Img(
             src,
             f.cols * f.cell * scale,
@@ -1202,6 +1214,7 @@ class _Planner:
                     image=self._image(ds, idx, FULL),
                     box=rf_box,
                     cells=cells,
+                    image_first=not any(c.panel == _PANEL_LABELS["patches"] for c in cells),
                 )
             )
         return tuple(out)

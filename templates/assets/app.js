@@ -1,5 +1,5 @@
-/* sitegen atlas: draws the Plotly figures (and swaps them on <select>), sorts/filters unit tiles, and
-   maps ←/→ to prev/next unit.
+/* sitegen atlas: draws the Plotly figures (and swaps them on <select>), sorts/filters unit tiles,
+   maps ←/→ to prev/next unit, enlarges any image in a lightbox and keeps presentation mode.
    Plain ES5-compatible JavaScript, no framework, no network: it must work from file:// too. */
 (function () {
   "use strict";
@@ -10,6 +10,63 @@
     modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d", "toggleSpikelines"]
   };
 
+  /* Presentation mode (issue 14): larger type, images and charts for a projector. On with `?present`
+     in the URL or the top bar's toggle, off with `?present=0` or the toggle; the choice sticks in
+     localStorage. The <head> sets the class before the first paint; this keeps it and the button in step. */
+  var PRESENT_KEY = "sitegen-present";
+  var FONT_SCALE = 1.35;
+  var HEIGHT_SCALE = 1.25;
+
+  function isPresent() { return document.documentElement.classList.contains("present"); }
+
+  function setPresent(on) {
+    document.documentElement.classList.toggle("present", on);
+    try { window.localStorage.setItem(PRESENT_KEY, on ? "1" : "0"); } catch (e) { /* private mode */ }
+    var button = document.getElementById("present-toggle");
+    if (button) { button.setAttribute("aria-pressed", on ? "true" : "false"); }
+    redrawFigures();
+  }
+
+  function setupPresent() {
+    var button = document.getElementById("present-toggle");
+    if (!button) { return; }
+    button.setAttribute("aria-pressed", isPresent() ? "true" : "false");
+    button.addEventListener("click", function () { setPresent(!isPresent()); });
+  }
+
+  /* A copy of a figure with every font size (and marker size) scaled: Plotly sizes are px, not rem. */
+  function scaled(value, factor, key) {
+    if (Array.isArray(value)) {
+      return value.map(function (v) { return scaled(v, factor, key); });
+    }
+    if (value && typeof value === "object") {
+      var out = {};
+      Object.keys(value).forEach(function (k) {
+        var v = value[k];
+        if (k === "size" && typeof v === "number" && /font$|^marker$/.test(key || "")) {
+          out[k] = Math.round(v * factor * 10) / 10;
+        } else {
+          out[k] = scaled(v, factor, k);
+        }
+      });
+      return out;
+    }
+    return value;
+  }
+
+  function figureFor(div, source) {
+    var fig = JSON.parse(source.textContent);
+    var base = Number(div.getAttribute("data-height")) || fig.layout.height || 300;
+    if (isPresent()) {
+      fig = { data: scaled(fig.data, FONT_SCALE), layout: scaled(fig.layout, FONT_SCALE) };
+      fig.layout.height = Math.round(base * HEIGHT_SCALE);
+    } else {
+      fig.layout.height = base;
+    }
+    div.style.height = fig.layout.height + "px";
+    return fig;
+  }
+
   /* Each <div data-figure="ID-data"> names a <script type="application/json"> holding {data, layout}. */
   function drawFigures() {
     if (!window.Plotly) { return; }
@@ -17,8 +74,18 @@
     Array.prototype.forEach.call(divs, function (div) {
       var source = document.getElementById(div.getAttribute("data-figure"));
       if (!source) { return; }
-      var fig = JSON.parse(source.textContent);
+      var fig = figureFor(div, source);
       window.Plotly.newPlot(div, fig.data, fig.layout, PLOTLY_CONFIG);
+    });
+  }
+
+  function redrawFigures() {
+    if (!window.Plotly) { return; }
+    Array.prototype.forEach.call(document.querySelectorAll("[data-figure]"), function (div) {
+      var source = document.getElementById(div.getAttribute("data-figure"));
+      if (!source || !div.classList.contains("js-plotly-plot")) { return; }
+      var fig = figureFor(div, source);
+      window.Plotly.react(div, fig.data, fig.layout, PLOTLY_CONFIG);
     });
   }
 
@@ -34,9 +101,13 @@
         var div = document.getElementById(select.getAttribute("data-figure-select"));
         var source = document.getElementById(select.value);
         if (!div || !source || !window.Plotly) { return; }
-        var fig = JSON.parse(source.textContent);
         div.setAttribute("data-figure", select.value);
+        var fig = figureFor(div, source);
         window.Plotly.react(div, fig.data, fig.layout, PLOTLY_CONFIG);
+        /* the chart's accessible name and text alternative follow the choice */
+        if (source.getAttribute("data-label")) { div.setAttribute("aria-label", source.getAttribute("data-label")); }
+        var desc = document.getElementById(div.getAttribute("aria-describedby") || "");
+        if (desc && source.getAttribute("data-description")) { desc.textContent = source.getAttribute("data-description"); }
       });
     });
   }
@@ -103,10 +174,11 @@
     apply();
   }
 
-  /* Unit pages: ←/→ follow the links marked data-key, unless the user is typing. */
+  /* Unit pages: ←/→ follow the links marked data-key, unless the user is typing or the lightbox is open. */
   function setupKeys() {
     document.addEventListener("keydown", function (e) {
       if (e.defaultPrevented || e.altKey || e.ctrlKey || e.metaKey || e.shiftKey) { return; }
+      if (document.documentElement.classList.contains("lb-open")) { return; }
       var target = e.target;
       if (target && (target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName))) { return; }
       if (e.key !== "ArrowLeft" && e.key !== "ArrowRight") { return; }
@@ -118,7 +190,162 @@
     });
   }
 
+  /* Lightbox (issue 14): every image of the page enlarges. An image outside a link opens on click
+     (or Enter / Space: it is focusable); an image inside a link keeps the link and gets a zoom button
+     beside it. In the dialog: Esc or the close button closes, ←/→ (and the buttons) move through the
+     images of the same section, Tab stays inside, and focus returns to where it came from. */
+  var lb = null;
+
+  function zoomSource(el) {
+    if (el.tagName === "IMG") {
+      return { img: el.currentSrc || el.src, w: el.naturalWidth || el.width, h: el.naturalHeight || el.height,
+               alt: el.getAttribute("alt") || "", px: el.classList.contains("px") || (el.naturalWidth || 999) < 160 };
+    }
+    var cs = window.getComputedStyle(el);
+    var r = el.getBoundingClientRect();
+    return { bg: cs.backgroundImage, size: cs.backgroundSize, pos: cs.backgroundPosition,
+             w: r.width || 1, h: r.height || 1, alt: el.getAttribute("aria-label") || "", px: true };
+  }
+
+  function buildLightbox() {
+    var box = document.createElement("div");
+    box.className = "lightbox";
+    box.id = "lightbox";
+    box.hidden = true;
+    box.setAttribute("role", "dialog");
+    box.setAttribute("aria-modal", "true");
+    box.setAttribute("aria-labelledby", "lb-cap");
+    box.innerHTML = '<figure class="lb-fig"><div class="lb-stage"></div><figcaption id="lb-cap" aria-live="polite"></figcaption></figure>' +
+      '<button type="button" class="lb-btn lb-prev" aria-label="Previous image (←)">‹</button>' +
+      '<button type="button" class="lb-btn lb-next" aria-label="Next image (→)">›</button>' +
+      '<button type="button" class="lb-btn lb-close" aria-label="Close (Esc)">×</button>';
+    document.body.appendChild(box);
+    var state = { box: box, items: [], index: 0, opener: null };
+    box.querySelector(".lb-close").addEventListener("click", function () { closeLightbox(); });
+    box.querySelector(".lb-prev").addEventListener("click", function () { step(-1); });
+    box.querySelector(".lb-next").addEventListener("click", function () { step(1); });
+    box.addEventListener("click", function (e) { if (e.target === box) { closeLightbox(); } });
+    box.addEventListener("keydown", function (e) {
+      if (e.key === "Escape") { e.preventDefault(); closeLightbox(); }
+      else if (e.key === "ArrowLeft") { e.preventDefault(); step(-1); }
+      else if (e.key === "ArrowRight") { e.preventDefault(); step(1); }
+      else if (e.key === "Tab") {
+        var buttons = Array.prototype.filter.call(box.querySelectorAll("button"), function (b) { return !b.hidden; });
+        var i = buttons.indexOf(document.activeElement);
+        e.preventDefault();
+        buttons[(i + (e.shiftKey ? buttons.length - 1 : 1)) % buttons.length].focus();
+      }
+    });
+    return state;
+  }
+
+  function show() {
+    var item = lb.items[lb.index];
+    var src = zoomSource(item);
+    var stage = lb.box.querySelector(".lb-stage");
+    var vw = window.innerWidth * 0.88;
+    var vh = window.innerHeight * 0.78;
+    var scale = Math.min(vw / src.w, vh / src.h);
+    var w = Math.max(1, Math.round(src.w * scale));
+    var h = Math.max(1, Math.round(src.h * scale));
+    stage.innerHTML = "";
+    var el;
+    if (src.img) {
+      el = document.createElement("img");
+      el.src = src.img;
+      el.alt = src.alt;
+    } else {
+      el = document.createElement("div");
+      el.setAttribute("role", "img");
+      el.setAttribute("aria-label", src.alt);
+      el.style.backgroundImage = src.bg;
+      el.style.backgroundSize = src.size;
+      el.style.backgroundPosition = src.pos;
+      el.style.backgroundRepeat = "no-repeat";
+    }
+    el.className = "lb-img" + (src.px ? " px" : "");
+    el.style.width = w + "px";
+    el.style.height = h + "px";
+    stage.appendChild(el);
+    var n = lb.items.length;
+    document.getElementById("lb-cap").textContent = src.alt + (n > 1 ? " (" + (lb.index + 1) + " of " + n + ")" : "");
+    lb.box.querySelector(".lb-prev").hidden = n < 2;
+    lb.box.querySelector(".lb-next").hidden = n < 2;
+  }
+
+  function step(d) {
+    var n = lb.items.length;
+    if (n < 2) { return; }
+    lb.index = (lb.index + d + n) % n;
+    show();
+  }
+
+  function openLightbox(items, index, opener) {
+    if (!lb) { lb = buildLightbox(); }
+    lb.items = items;
+    lb.index = index;
+    lb.opener = opener;
+    lb.box.hidden = false;
+    document.documentElement.classList.add("lb-open");
+    show();
+    lb.box.querySelector(".lb-close").focus();
+  }
+
+  function closeLightbox() {
+    if (!lb || lb.box.hidden) { return; }
+    lb.box.hidden = true;
+    document.documentElement.classList.remove("lb-open");
+    if (lb.opener && lb.opener.focus) { lb.opener.focus(); }
+  }
+
+  function setupLightbox() {
+    var main = document.querySelector("main");
+    if (!main) { return; }
+    var all = Array.prototype.slice.call(main.querySelectorAll("img, .cell[role=img]"));
+    if (!all.length) { return; }
+    function group(el) {
+      var scope = el.closest("section, article") || main;
+      return all.filter(function (x) { return (x.closest("section, article") || main) === scope; });
+    }
+    var hosts = [];
+    all.forEach(function (el) {
+      var link = el.closest("a");
+      if (!link) {
+        el.classList.add("zoomable");
+        el.setAttribute("tabindex", "0");
+        if (!el.getAttribute("title")) { el.setAttribute("title", "Click to enlarge"); }
+        var open = function () { var g = group(el); openLightbox(g, g.indexOf(el), el); };
+        el.addEventListener("click", open);
+        el.addEventListener("keydown", function (e) {
+          if (e.key === "Enter" || e.key === " ") { e.preventDefault(); open(); }
+        });
+      } else if (hosts.indexOf(link) === -1) {
+        hosts.push(link);
+      }
+    });
+    hosts.forEach(function (link) {
+      var inside = all.filter(function (x) { return link.contains(x); });
+      var first = inside.filter(function (x) { return x.classList.contains("sprite"); })[0] || inside[0];
+      var button = document.createElement("button");
+      button.type = "button";
+      button.className = "zoom-btn";
+      button.textContent = "⤢";
+      var what = first.getAttribute("alt") || first.getAttribute("aria-label") || "image";
+      button.setAttribute("aria-label", "Enlarge: " + what);
+      button.title = "Enlarge";
+      button.addEventListener("click", function (e) {
+        e.preventDefault();
+        openLightbox(inside, inside.indexOf(first), button);
+      });
+      var host = link.parentNode;
+      if (window.getComputedStyle(host).position === "static") { host.classList.add("zoom-host"); }
+      link.insertAdjacentElement("afterend", button);
+    });
+  }
+
   function init() {
+    setupPresent();
+    setupLightbox();
     setupKeys();
     setupTiles();
     setupFigureSelects();
