@@ -49,6 +49,7 @@ from sitegen.models import (
     load_model,
     weights_meta,
 )
+from sitegen.plan import check_spec_against_models, unit_problems
 from sitegen.spec import NetworkSpec, Spec, load_spec
 from sitegen.store import Store
 from sitegen.store.manifest import (
@@ -111,6 +112,7 @@ def build(spec: Spec, *, progress: Progress | None = None, render: bool = True) 
     report = progress or (lambda *_: None)
     device = resolve_device(spec)
     _check_archs(spec)
+    check_spec_against_models(spec)  # every name, the output folder: all problems before any work
     # Under torchrun every rank mines its shard of the probe set; rank 0 alone trains, analyses,
     # writes the store and renders (DESIGN.md, "Beyond one machine").
     rank, _ = init_from_env(device)
@@ -212,11 +214,12 @@ def layer_table_for(target: str, *, spec_path: Path, input_size: int | None, num
             _check_archs(spec)
             size = input_size or ds.image_size
             classes = _class_count_hint(ds, num_classes)
-            return layer_table(build_model(net.arch, classes), size, net.layers)
+            return layer_table(build_model(net.arch, classes, input_size=size), size, net.layers)
     message = check_arch(target)
     if message:
         raise SpecError([f"{target}: {message}"])
-    return layer_table(build_model(target, num_classes), input_size or 224, "auto")
+    size = input_size or 224
+    return layer_table(build_model(target, num_classes, input_size=size), size, "auto")
 
 
 def _class_count_hint(ds, default: int) -> int:
@@ -294,7 +297,7 @@ def _build_network(
     history: tuple = ()
     if net.train:
         torch.manual_seed(spec.seed)
-        module = build_model(net.arch, num_classes)
+        module = build_model(net.arch, num_classes, input_size=bundle.image_size)
         key = train_key(
             net.train, arch=net.arch, fingerprint=bundle.fingerprint, mean=mean, std=std, seed=spec.seed
         )
@@ -747,20 +750,10 @@ def _shown_units(net: NetworkSpec, info, seed: int) -> list[int]:
 
 
 def _check_units(spec: Spec, net_name: str, net: NetworkSpec, layers: tuple) -> None:
-    """A units mapping must name layers of the network (a typo would silently show all units)."""
-    if not isinstance(net.units, dict):
-        return
-    names = [info.name for info in layers]
-    bad = [name for name in net.units if name not in names]
-    if bad:
-        raise SpecError(
-            [
-                spec.problem(
-                    ("networks", net_name, "units", b), f"no layer {b!r} in this network; layers: {names}"
-                )
-                for b in bad
-            ]
-        )
+    """A units mapping must name layers of the network, and its indices exist (:func:`unit_problems`)."""
+    problems = unit_problems(spec, net_name, net, layers)
+    if problems:
+        raise SpecError(problems)
 
 
 def _has_linear(loaded: LoadedModel) -> bool:

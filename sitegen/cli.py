@@ -8,6 +8,7 @@ imported lazily, only by the commands that compute.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sys
@@ -64,9 +65,20 @@ def _user_errors(debug: bool) -> Iterator[None]:
         for line in str(e).splitlines() or [type(e).__name__]:
             err.print(f"[bold red]error:[/] {line}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(2) from None
+    except OSError as e:
+        # a disk that fills up or turns read-only mid-build (render, training checkpoints): the machine's
+        # state, never a bug, so one line too; the store's own writes say it as StoreError already
+        if debug or e.errno not in _FULL_OR_READ_ONLY:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        err.print(f"[bold red]error:[/] {where}cannot write: {e.strerror}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     except KeyboardInterrupt:
         err.print("interrupted: what was finished is kept; rerun to resume")
         raise typer.Exit(130) from None
+
+
+_FULL_OR_READ_ONLY = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
 def _setup_logging(quiet: bool, debug: bool) -> None:

@@ -274,6 +274,43 @@ def build_data(name: str, ds: DatasetSpec, seed: int, *, preload: bool | None = 
     raise DataError(f"dataset {name!r}: no source; give 'builtin', 'path', or 'train_path' + 'probe_path'")
 
 
+def list_classes(name: str, ds: DatasetSpec) -> tuple[str, ...]:
+    """The class names :func:`build_data` would give, in label order, without reading any image.
+
+    For checks before any work (:mod:`sitegen.plan`): folders are listed, nothing is decoded. Unlike
+    :func:`build_data` (a one-class dataset is still a dataset), fewer than two classes is an error
+    here: a classifier atlas compares classes.
+
+    Raises:
+        DataError: as :func:`build_data` for a missing folder, no class folders or unknown classes;
+            and fewer than two classes.
+
+    Example:
+        >>> list_classes("d", DatasetSpec(builtin="doodles", classes=["star", "circle"]))
+        ('star', 'circle')
+    """
+    if ds.builtin == "doodles":
+        counts = dict.fromkeys(doodles.CLASSES, ds.images_per_class)
+        return _two_classes(name, _select(name, ds.classes, counts, "builtin: doodles", canonical=True))
+    root = ds.path if ds.path is not None else ds.train_path
+    if root is None:
+        raise DataError(f"dataset {name!r}: no source; give 'builtin', 'path', or 'train_path'")
+    tree = _index_tree(name, root, "path" if ds.path is not None else "train_path")
+    counts = {c: len(f) for c, f in tree.files.items()}
+    return _two_classes(name, _select(name, ds.classes, counts, str(tree.root)))
+
+
+def _two_classes(name: str, classes: list[str]) -> tuple[str, ...]:
+    """A classifier atlas compares classes: one class trains a constant and every histogram is flat."""
+    if len(classes) < 2:
+        found = f"only {classes[0]!r}" if classes else "none"
+        raise DataError(
+            f"dataset {name!r}: a classifier atlas needs at least 2 classes, found {found}; "
+            "add class folders (one per class) or list more classes under classes:"
+        )
+    return tuple(classes)
+
+
 def _build_doodles(name: str, ds: DatasetSpec, seed: int, preload: bool | None) -> DataBundle:
     counts = dict.fromkeys(doodles.CLASSES, ds.images_per_class)
     classes = _select(name, ds.classes, counts, "builtin: doodles", canonical=True)
@@ -319,22 +356,58 @@ def _index_tree(name: str, root: Path, key: str) -> _Tree:
     if not root.is_dir():
         raise DataError(f"dataset {name!r}: {key}: not a folder: {root}; point it at an ImageFolder root")
     files: dict[str, list[str]] = {}
-    for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if entry.name.startswith(".") or not entry.is_dir():
+    loops: list[str] = []
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError as e:
+        raise DataError(f"dataset {name!r}: {key}: cannot list {root}: {e.strerror or e}") from None
+    top = _dir_id(str(root))
+    for entry in entries:
+        if entry.name.startswith(".") or not _is_dir(entry):
+            continue
+        if _dir_id(entry.path) == top:  # a link to the root itself is no class
+            loops.append(entry.name)
             continue
         found = []
+        seen = {top}  # real folders walked (device, inode): a symlink loop is walked once
         for dirpath, dirnames, filenames in os.walk(entry.path, followlinks=True):
+            ident = _dir_id(dirpath)
+            if ident is None or ident in seen:
+                loops.append(Path(dirpath).relative_to(root).as_posix())
+                dirnames[:] = []
+                continue
+            seen.add(ident)
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for f in filenames:
                 if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS:
                     found.append(Path(dirpath, f).relative_to(root).as_posix())
         files[entry.name] = sorted(found)
+    if loops:
+        shown = ", ".join(loops[:3]) + (", …" if len(loops) > 3 else "")
+        log.warning("dataset %r: %s: skipped %d folder(s) already listed through a symlink (a loop?): %s",
+                    name, key, len(loops), shown)
     if not files:
         raise DataError(
             f"dataset {name!r}: {key}: no class sub-folders in {root}; "
             f"put the images in one folder per class ({root}/<class>/<image>.png)"
         )
     return _Tree(root, key, files)
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # follows symlinks; a dangling or looping link is no folder
+    except OSError:
+        return False
+
+
+def _dir_id(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the real folder behind ``path``; None when it cannot be resolved (ELOOP)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _build_trees(

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import importlib
 import json
 import re
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
@@ -762,7 +764,31 @@ def load_spec(path: str | Path, *, arch_check: ArchCheck | None = None) -> Spec:
         raise SpecError(
             [f"{path}: spec file not found (create one, or run in a folder holding experiments.yaml)"]
         )
-    return parse_spec(path.read_text(encoding="utf-8"), path, arch_check=arch_check)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise SpecError([f"{path}: cannot read the spec: {e.strerror or e}"]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise SpecError(
+            [f"{path}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x}): save the spec as UTF-8"]
+        ) from None
+    make_importable(path.parent)
+    return parse_spec(text, path, arch_check=arch_check)
+
+
+def make_importable(folder: Path) -> None:
+    """Put the spec's folder first on ``sys.path``, so ``arch: mynets:LeNet`` finds ``mynets.py`` beside it.
+
+    As pytest (rootdir) and uvicorn / fastapi-cli (the working directory) do for the app they load:
+    a lab keeps its model code next to its experiments, and needs no PYTHONPATH. Once per folder.
+    """
+    entry = str(folder.resolve())
+    if entry not in sys.path:
+        sys.path.insert(0, entry)
+        importlib.invalidate_caches()
 
 
 def json_schema() -> dict:

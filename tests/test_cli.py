@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from sitegen.cli import app
@@ -157,3 +159,134 @@ def test_render_without_build_is_a_clear_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["render", str(path)])
     assert result.exit_code == 2
     assert "run `sitegen build` first" in result.output
+
+
+# --- issue 11: each row of the table, as `sitegen build` ---------------------------------------------
+
+QUICK = """\
+analyses:
+  top_k: 2
+  reconstructions: {enabled: false}
+  activation_maps: {images: 0}
+  gradcam: {enabled: false}
+  occlusion: {enabled: false}
+  embedding: {enabled: false}
+  invariance: {enabled: false}
+  stroke: {enabled: false}
+"""
+DOODLES = "    builtin: doodles\n    classes: [circle, square, star]\n    images_per_class: 8\n"
+
+
+def one_error(result, *parts: str) -> str:
+    """Exit 2, one line, every part in it, no traceback."""
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    for part in parts:
+        assert part in lines[0], f"{part!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+def test_a_single_class_is_refused_before_training(tmp_path: Path) -> None:
+    cats = tmp_path / "data" / "cats"
+    cats.mkdir(parents=True)
+    for i in range(4):
+        Image.new("RGB", (32, 32), (60 * i, 20, 9 * i)).save(cats / f"{i}.png")
+    path = write(tmp_path, TINY.replace(DOODLES, "    path: data\n"))
+    one_error(
+        runner.invoke(app, ["build", str(path)]),
+        "experiments.yaml:3: datasets.d:",
+        "a classifier atlas needs at least 2 classes, found only 'cats'",
+    )
+    assert not (tmp_path / "output").exists()  # no training, nothing written
+
+
+def test_a_unit_index_past_the_layer_is_an_error_before_any_work(tmp_path: Path) -> None:
+    path = write(tmp_path, TINY + "    units: {conv1: [0, 5000]}\n")
+    one_error(
+        runner.invoke(app, ["build", str(path)]),
+        "experiments.yaml:13: networks.net.units.conv1:",
+        "unit 5000 out of range: layer 'conv1' has 32 units (0..31)",
+    )
+    assert not (tmp_path / "output").exists()
+
+
+def test_output_pointing_at_a_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("a file")
+    path = write(tmp_path, TINY + "output: taken\n")
+    result = runner.invoke(app, ["build", str(path)])
+    one_error(result, f"experiments.yaml:13: output: {tmp_path / 'taken'} is a file, not a folder")
+
+
+def test_unknown_layers_are_reported_with_every_other_problem_before_training(tmp_path: Path) -> None:
+    extra = "    layers: [conv1, conv9]\n    units: {fc6: [999]}\n"
+    extra += "diffs:\n  - {a: net@epoch-1, b: net@epoch-5}\n"
+    path = write(tmp_path, TINY + extra)
+    result = runner.invoke(app, ["build", str(path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert lines == [
+        "error: experiments.yaml:13: networks.net.layers: unknown layer 'conv9' (did you mean 'conv5'?); "
+        "layers: conv1, conv2, conv3, conv4, conv5, fc6, fc7, fc8, prob, or a module path such as "
+        "features.0 (`sitegen layers` lists them)",
+        "error: experiments.yaml:14: networks.net.units.fc6: unit 999 out of range: layer 'fc6' has 256 "
+        "units (0..255)",
+        "error: experiments.yaml:16: diffs.0.b: net has no checkpoint 'epoch-5'; it has ['epoch-1']",
+    ]
+    assert not (tmp_path / "output" / "checkpoints").exists()  # training never started
+
+
+LENET = """\
+from torch import nn
+
+
+class LeNet(nn.Module):
+    \"\"\"LeNet-style, with lazy linears as in much lab code.\"\"\"
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 5), nn.ReLU(), nn.MaxPool2d(2))
+        self.head = nn.Sequential(nn.Flatten(), nn.LazyLinear(24), nn.ReLU(), nn.LazyLinear(num_classes))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+"""
+
+
+def test_lazy_modules_train_and_build(tmp_path: Path) -> None:
+    (tmp_path / "lazy_lenet_cli.py").write_text(LENET)
+    path = write(tmp_path, TINY.replace("zoo:alexnet_small", "lazy_lenet_cli:LeNet") + QUICK)
+    result = runner.invoke(app, ["build", str(path)])
+    assert result.exit_code == 0, result.output
+    network = json.loads((tmp_path / "output" / "store" / "networks" / "net" / "network.json").read_text())
+    assert [layer["name"] for layer in network["layers"]][-1] == "prob"
+    assert (tmp_path / "output" / "site" / "index.html").is_file()
+
+
+def test_the_spec_folder_is_importable(tmp_path: Path) -> None:
+    (tmp_path / "mynets_cli.py").write_text(LENET.replace("LazyLinear(24)", "Linear(6 * 14 * 14, 24)"))
+    path = write(tmp_path, TINY.replace("zoo:alexnet_small", "mynets_cli:LeNet").replace(
+        "    train: {epochs: 1, batch_size: 8}\n", ""
+    ) + QUICK)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = runner.invoke(app, ["build", str(path)], env=env)
+    assert result.exit_code == 0, result.output
+    assert "No module named" not in result.output
+
+
+class RunsCode:
+    def __reduce__(self) -> tuple:
+        return (os.system, ("echo pwned",))
+
+
+def test_a_checkpoint_carrying_code_says_why_and_how_to_resave(tmp_path: Path) -> None:
+    torch.save({"model": RunsCode()}, tmp_path / "code.pt")
+    path = write(tmp_path, TINY.replace("    train: {epochs: 1, batch_size: 8}\n", "    weights: code.pt\n"))
+    line = one_error(
+        runner.invoke(app, ["build", str(path)]),
+        "code.pt was refused: it holds Python objects",
+        "that safe loading (torch.load weights_only=True) does not run",
+        "re-save its weights as a state_dict",
+    )
+    assert "damaged" not in line

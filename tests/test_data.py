@@ -21,6 +21,7 @@ from sitegen.data import (
     build_data,
     class_counts,
     dataset_stats,
+    list_classes,
     probe_image,
     probe_labels,
     resolve_normalization,
@@ -396,3 +397,49 @@ def test_adding_a_file_moves_at_most_one_image_between_splits(tmp_path):
     after = set(build_data("g", _spec(path=root, probe_fraction=0.34), seed=0).probe.ids)
     assert len(before) == len(after) == 3
     assert len(before - after) <= 1
+
+
+# --- planning and odd trees (issue 11) --------------------------------------------------------------
+
+
+def test_list_classes_reads_no_image_and_needs_two(tree, tmp_path):
+    assert list_classes("t", _spec(path=tree)) == build_data("t", _spec(path=tree), seed=0).class_names
+    assert list_classes("t", _spec(path=tree, classes=["dog", "cat"])) == ("dog", "cat")
+    assert list_classes("d", DatasetSpec(builtin="doodles", classes={"top": 3})) == doodles.CLASSES[:3]
+    with pytest.raises(DataError, match=r"^dataset 't': a classifier atlas needs at least 2 classes"):
+        list_classes("t", _spec(path=tree, classes=["cat"]))
+    with pytest.raises(DataError, match="needs at least 2 classes, found only 'star'"):
+        list_classes("d", DatasetSpec(builtin="doodles", classes=["star"]))
+    with pytest.raises(DataError, match="'catt' \\(did you mean 'cat'\\?\\)"):
+        list_classes("t", _spec(path=tree, classes=["catt", "dog"]))
+    # a one-class set is still a dataset for the data stage itself
+    assert build_data("t", _spec(path=tree, classes=["cat"]), seed=0).class_names == ("cat",)
+
+
+def test_symlink_loops_are_walked_once(tmp_path, caplog):
+    root = tmp_path / "loops"
+    for cls in ("a", "b"):
+        for i in range(3):
+            _rgb(root / cls / "sub" / f"{i}.png", 40 * i)
+    os.symlink("..", root / "a" / "sub" / "up")  # a/sub/up/sub/up/... : a loop
+    os.symlink("../..", root / "b" / "sub" / "root")  # the tree root again, inside a class
+    os.symlink(".", root / "self")  # the root itself beside the classes: no class
+    with caplog.at_level(logging.WARNING):
+        b = build_data("t", _spec(path=root), seed=0)
+    assert b.class_names == ("a", "b")
+    assert class_counts(b) == {"a": (1, 2), "b": (1, 2)}  # every image once (train, probe)
+    assert "already listed through a symlink" in caplog.text
+
+
+def test_unlistable_folder_is_one_line(tmp_path, monkeypatch):
+    _rgb(tmp_path / "r" / "a" / "0.png", 0)
+    real = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == str(tmp_path / "r"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)  # root reads any folder: simulate a chmod 000
+    with pytest.raises(DataError, match=r"^dataset 't': path: cannot list .*r: Permission denied$"):
+        build_data("t", _spec(path=tmp_path / "r"), seed=0)

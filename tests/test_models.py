@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import pickle
 import sys
 import textwrap
 import urllib.error
@@ -362,10 +364,66 @@ class NotATensor:
 def test_checkpoint_weights_only(tmp_path: Path) -> None:
     path = tmp_path / "evil.pt"
     torch.save({"state_dict": zoo("zoo:alexnet_small").state_dict(), "extra": NotATensor()}, path)
-    with pytest.raises(
-        ModelError, match=r"holds a test_models.NotATensor object, refused by torch.load\(weights_only"
-    ):
+    with pytest.raises(ModelError) as e:
         load_weights(zoo("zoo:alexnet_small"), str(path))
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert f"checkpoint {path} was refused: it holds Python objects (test_models.NotATensor)" in msg
+    assert "torch.load weights_only=True" in msg and "obj.state_dict()" in msg
+
+
+class RunsCode:
+    def __reduce__(self) -> tuple:
+        return (os.system, ("echo pwned",))
+
+
+def test_checkpoint_carrying_code_is_refused_not_damaged(tmp_path: Path) -> None:
+    # issue 11: torch 2.14.1 words this "unsupported GLOBAL posix.system whose module posix is blocked"
+    path = tmp_path / "code.pt"
+    torch.save({"model": RunsCode()}, path)
+    with pytest.raises(ModelError, match=r"was refused: it holds Python objects \((posix|nt)\.system\)") as e:
+        load_weights(zoo("zoo:alexnet_small"), str(path))
+    assert "damaged" not in str(e.value) and "re-save its weights as a state_dict" in str(e.value)
+    plain = tmp_path / "plain.pkl"
+    plain.write_bytes(pickle.dumps({"w": RunsCode()}, protocol=4))
+    with pytest.warns(UserWarning, match="pickle protocol"), pytest.raises(ModelError, match="plain pickle"):
+        load_weights(zoo("zoo:alexnet_small"), str(plain))
+
+
+LAZY = """
+from torch import nn
+
+def lenet(num_classes=10):
+    return nn.Sequential(nn.Conv2d(3, 4, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.LazyLinear(16),
+                         nn.ReLU(), nn.LazyLinear(num_classes))
+
+def lenet_fixed():  # no num_classes: its lazy 7-way head is materialized, then replaced
+    return nn.Sequential(nn.Conv2d(3, 4, 5), nn.Flatten(), nn.LazyLinear(7))
+"""
+
+
+def test_lazy_modules_are_materialized(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "lazy_models_test.py").write_text(LAZY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    net = build_model("lazy_models_test:lenet", 3, input_size=20)
+    assert net[4].in_features == 4 * 8 * 8 and net[-1].weight.shape == (3, 16)
+    assert net.training  # the mode is restored
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    other = build_model("lazy_models_test:lenet", 3, input_size=20)
+    load_weights(other, _save_state(tmp_path, state))  # loading works: shapes are known
+    assert [info.name for info in layer_table(other, 20)][-1] == "prob"
+    assert build_model("lazy_models_test:lenet_fixed", 5, input_size=12)[-1].weight.shape == (5, 4 * 8 * 8)
+    with pytest.raises(ModelError, match="has lazy modules: an input size is needed"):
+        build_model("lazy_models_test:lenet", 3)
+    with pytest.raises(ModelError, match="4x4 px dummy forward .* failed"):
+        build_model("lazy_models_test:lenet", 3, input_size=4)
+    del sys.modules["lazy_models_test"]
+
+
+def _save_state(tmp_path: Path, state: dict) -> str:
+    path = tmp_path / "lazy.pt"
+    torch.save(state, path)
+    return str(path)
 
 
 def test_checkpoint_unreadable(tmp_path: Path) -> None:

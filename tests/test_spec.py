@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from pathlib import Path
 
@@ -221,3 +222,27 @@ def test_json_schema_documents_every_field() -> None:
     walk(schema, "Spec")
     for name, definition in schema.get("$defs", {}).items():
         walk(definition, name)
+
+
+def test_the_spec_folder_is_importable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue 11: `arch: mynets:LeNet` with mynets.py beside the spec, as pytest / uvicorn do; once per folder
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    path = tmp_path / "experiments.yaml"
+    path.write_text(GOOD)
+    seen: list[str] = []
+
+    def check(arch: str) -> None:
+        seen.append(arch)
+        assert sys.path[0] == str(tmp_path.resolve())  # already importable while archs are checked
+
+    load_spec(path, arch_check=check)
+    load_spec(path)
+    assert seen == ["zoo:alexnet_small"] and sys.path.count(str(tmp_path.resolve())) == 1
+
+
+def test_a_spec_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("seed: 1\ntitle: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(SpecError) as e:
+        load_spec(path)
+    assert e.value.problems == [f"{path}:2: not UTF-8 text (byte 0xe9): save the spec as UTF-8"]

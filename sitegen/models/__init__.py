@@ -66,7 +66,7 @@ def load_model(
         >>> [l.name for l in lm.layers][:2]  # doctest: +SKIP
         ['conv1', 'conv2']
     """
-    module = build_model(net.arch, num_classes)
+    module = build_model(net.arch, num_classes, input_size=input_size)
     source = checkpoint if checkpoint is not None else net.weights
     if source is not None:
         load_weights(module, str(source), arch=net.arch)

@@ -17,7 +17,9 @@ import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from sitegen.errors import ModelError
 
@@ -183,13 +185,16 @@ def _accepts_num_classes(fn: Callable[..., Any]) -> bool:
     return any(p.name == "num_classes" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
-def build_model(arch: str, num_classes: int) -> nn.Module:
+def build_model(arch: str, num_classes: int, *, input_size: int | None = None) -> nn.Module:
     """Build an architecture with random weights and a ``num_classes``-way head.
 
     Args:
         arch: ``zoo:<name>``, ``torchvision:<name>``, a bare torchvision name, or ``package.module:callable``.
         num_classes: size of the final classifier layer. A user builder that does not take
             ``num_classes`` gets its final layer replaced when the size differs.
+        input_size: side of the square input in px. Lazy modules (``nn.LazyLinear``, common in
+            LeNet-style code) get their shapes from one dummy forward of this size, before the head
+            is checked, weights are loaded or layers inspected; required when the module has any.
 
     Returns:
         The module in training mode (callers switch to eval after loading weights).
@@ -219,8 +224,45 @@ def build_model(arch: str, num_classes: int) -> nn.Module:
         raise ModelError(
             f"architecture {arch!r}: the builder returned {type(module).__name__}, not an nn.Module"
         )
+    materialize(module, input_size, arch=arch)
     resize_head(module, num_classes)
     return module
+
+
+def materialize(module: nn.Module, input_size: int | None, *, arch: str = "") -> bool:
+    """Give lazy modules (``nn.LazyLinear``, ``nn.LazyConv2d``, ...) their shapes: one dummy forward.
+
+    A lazy parameter has no shape until the first forward, so loading a checkpoint, resizing the head
+    or reading the layer table would fail on it ("Can't access the shape of an uninitialized
+    parameter"). The forward runs in eval mode without grad on zeros ``[2, 3, input_size, input_size]``
+    (two images: a BatchNorm in train mode cannot take one), and the mode is restored.
+
+    Returns:
+        ``True`` if the module had lazy parameters or buffers (now materialized).
+
+    Raises:
+        ModelError: lazy modules but no ``input_size``, or a dummy forward that fails.
+    """
+    tensors = [*module.parameters(), *module.buffers()]
+    if not any(is_lazy(t) for t in tensors):
+        return False
+    name = arch or type(module).__name__
+    if input_size is None:
+        raise ModelError(f"architecture {name!r} has lazy modules: an input size is needed to build it")
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            module(torch.zeros(2, 3, input_size, input_size))
+    except Exception as e:  # user code: its own message, in one line
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ModelError(
+            f"architecture {name!r}: a {input_size}x{input_size} px dummy forward (to give its lazy modules "
+            f"their shapes) failed: {type(e).__name__}: {first}"
+        ) from e
+    finally:
+        module.train(was_training)
+    return True
 
 
 def head_path(module: nn.Module) -> str | None:

@@ -164,17 +164,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         # weights_only: a checkpoint is data; unpickling arbitrary objects would run arbitrary code
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        if refused is None:  # the weights-only unpickler also reports plain corruption this way
-            detail = re.search(r"WeightsUnpickler error: *\s*(.+)", str(e))
-            reason = detail.group(1).strip() if detail else type(e).__name__
-            raise ModelError(
-                f"cannot read checkpoint {path}: not a PyTorch file, or damaged ({reason})"
-            ) from e
-        raise ModelError(
-            f"checkpoint {path} holds a {refused.group(1)} object, refused by torch.load(weights_only=True) "
-            "(loading arbitrary objects could run code): save model.state_dict() instead"
-        ) from e
+        raise ModelError(_unpickling_message(path, str(e))) from e
     except Exception as e:  # zip corruption, truncated files
         raise ModelError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
     state = _unwrap(obj)
@@ -189,6 +179,44 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"one of {list(_WRAPPER_KEYS)})"
         )
     return state
+
+
+def _unpickling_message(path: Path, error: str) -> str:
+    """One line for a file ``torch.load(weights_only=True)`` refused: code inside, or damage.
+
+    torch words the refusal differently across releases ("Unsupported global: GLOBAL x.y was not an
+    allowed global", "unsupported GLOBAL x.y whose module x is blocked" in 2.14.1; "Unsupported operand
+    N" for opcodes of plain pickles), so only the words ``GLOBAL <name>`` and ``operand`` are relied on.
+    """
+    resave = (
+        "if you trust the file, re-save its weights as a state_dict in Python: "
+        f"obj = torch.load({str(path)!r}, weights_only=False); "
+        "torch.save(obj.state_dict() if hasattr(obj, 'state_dict') else obj['state_dict'], 'weights.pt')"
+    )
+    refused = re.search(r"GLOBAL ([\w.]+)", error)
+    if refused is not None:
+        return (
+            f"checkpoint {path} was refused: it holds Python objects ({refused.group(1)}) that safe loading "
+            f"(torch.load weights_only=True) does not run, as they could run code; {resave}"
+        )
+    if re.search(r"Unsupported operand", error) and _starts_like_a_pickle(path):
+        return (
+            f"checkpoint {path} was refused: it is a plain pickle (not written by torch.save), which safe "
+            f"loading (torch.load weights_only=True) does not read since pickles can run code; {resave}"
+        )
+    detail = re.search(r"WeightsUnpickler error: *\s*(.+)", error)
+    reason = detail.group(1).strip() if detail else "UnpicklingError"
+    return f"cannot read checkpoint {path}: not a PyTorch file, or damaged ({reason})"
+
+
+def _starts_like_a_pickle(path: Path) -> bool:
+    """Pickle protocol 2+ starts with PROTO (0x80) and its version: a plain pickle, not random bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return False
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
 def _unwrap(obj: Any) -> dict[str, torch.Tensor] | None:

@@ -5,7 +5,11 @@ Layout and formats: docs/INTERNALS.md. The store never imports torch.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -56,7 +60,8 @@ class Store:
 
     # --- records ---------------------------------------------------------------------------------
     def write_build(self, rec: BuildRecord) -> None:
-        codecs.write_json(self.root / "build.json", rec.model_dump(mode="json"))
+        with _writing(self.root / "build.json"):
+            codecs.write_json(self.root / "build.json", rec.model_dump(mode="json"))
 
     def read_build(self) -> BuildRecord:
         path = self.root / "build.json"
@@ -67,22 +72,26 @@ class Store:
         return self._read(path, BuildRecord)
 
     def write_dataset(self, rec: DatasetRecord) -> None:
-        codecs.write_json(self.dataset_dir(rec.name) / "dataset.json", rec.model_dump(mode="json"))
+        path = self.dataset_dir(rec.name) / "dataset.json"
+        with _writing(path):
+            codecs.write_json(path, rec.model_dump(mode="json"))
 
     def read_dataset(self, dataset: str) -> DatasetRecord:
         return self._read(self.dataset_dir(dataset) / "dataset.json", DatasetRecord)
 
     def write_network(self, rec: NetworkRecord) -> None:
-        codecs.write_json(self.network_dir(rec.name) / "network.json", rec.model_dump(mode="json"))
+        path = self.network_dir(rec.name) / "network.json"
+        with _writing(path):
+            codecs.write_json(path, rec.model_dump(mode="json"))
 
     def read_network(self, network: str) -> NetworkRecord:
         return self._read(self.network_dir(network) / "network.json", NetworkRecord)
 
     def write_manifest(self, m: CheckpointManifest) -> None:
         """Write a checkpoint's manifest: call it LAST, after every file of the entry is written."""
-        codecs.write_json(
-            self.checkpoint_dir(m.network, m.checkpoint) / "manifest.json", m.model_dump(mode="json")
-        )
+        path = self.checkpoint_dir(m.network, m.checkpoint) / "manifest.json"
+        with _writing(path):
+            codecs.write_json(path, m.model_dump(mode="json"))
 
     def read_manifest(self, network: str, checkpoint: str) -> CheckpointManifest:
         return self._read(self.checkpoint_dir(network, checkpoint) / "manifest.json", CheckpointManifest)
@@ -100,7 +109,9 @@ class Store:
 
     # --- arrays and images -----------------------------------------------------------------------
     def write_arrays(self, network: str, checkpoint: str, name: str, arrays: dict[str, np.ndarray]) -> None:
-        codecs.write_npz(self.checkpoint_dir(network, checkpoint) / f"{name}.npz", arrays)
+        path = self.checkpoint_dir(network, checkpoint) / f"{name}.npz"
+        with _writing(path):
+            codecs.write_npz(path, arrays)
 
     def read_arrays(self, network: str, checkpoint: str, name: str) -> dict[str, np.ndarray]:
         path = self.checkpoint_dir(network, checkpoint) / f"{name}.npz"
@@ -109,14 +120,34 @@ class Store:
         return codecs.read_npz(path)
 
     def write_png(self, path: Path, image: np.ndarray) -> None:
-        codecs.write_png(path, image)
+        with _writing(path):
+            codecs.write_png(path, image)
 
     def write_sprite(self, network: str, checkpoint: str, layer: str, unit: int, image: np.ndarray) -> None:
         """A unit's sprite (lossy WebP: see :func:`codecs.encode_webp`)."""
-        codecs.write_webp(self.sprite_path(network, checkpoint, layer, unit), image)
+        path = self.sprite_path(network, checkpoint, layer, unit)
+        with _writing(path):
+            codecs.write_webp(path, image)
 
     def write_json(self, path: Path, obj: object) -> None:
-        codecs.write_json(path, obj)
+        with _writing(path):
+            codecs.write_json(path, obj)
+
+    def check_writable(self) -> None:
+        """Fail now, not after training, when the store cannot be written (nothing is created).
+
+        Writes and removes a probe file, through the same atomic write as every artifact, in the
+        store folder or its nearest existing parent. Trying is the only test that holds for root,
+        ACLs, read-only mounts and full disks (``os.access`` says yes to root on a read-only folder).
+
+        Raises:
+            StoreError: naming the folder and why (permission denied, read-only, no space left, ...).
+        """
+        folder = next((p for p in (self.root, *self.root.parents) if p.exists()), self.root)
+        probe = folder / f".sitegen-write-test-{os.getpid()}"
+        with _writing(folder):
+            codecs.write_bytes(probe, b"")
+            probe.unlink()
 
     def read_json(self, path: Path) -> object:
         return codecs.read_json(path)
@@ -138,3 +169,25 @@ class Store:
             return model.model_validate(data)
         except ValidationError as e:
             raise StoreError(f"{path}: not a valid {model.__name__}: {e.errors()[0]['msg']}") from None
+
+
+_WRITE_HINTS = {
+    errno.ENOSPC: "no space left on the device; free some space and rerun (finished entries are kept)",
+    errno.EDQUOT: "disk quota exceeded; free some space and rerun (finished entries are kept)",
+    errno.EROFS: "read-only file system; point output: at a writable folder",
+    errno.EACCES: "permission denied; point output: at a folder you can write, or fix its permissions",
+    errno.EPERM: "operation not permitted; point output: at a folder you can write",
+}
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """An OSError while writing ``path`` (full disk, read-only folder) is a StoreError naming it.
+
+    The atomic write leaves the previous file in place, so a failed build loses nothing already built.
+    """
+    try:
+        yield
+    except OSError as e:
+        hint = _WRITE_HINTS.get(e.errno or 0) or (e.strerror or type(e).__name__)
+        raise StoreError(f"{path}: cannot write: {hint}") from e
