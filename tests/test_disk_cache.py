@@ -100,3 +100,13 @@ def test_a_torn_slot_is_decoded_again(tmp_path: Path) -> None:
     fill_file.write_bytes(bytes(flags))
     again = build_data("d", _spec(root), seed=1, cache_dir=tmp_path / "cache")
     assert torch.equal(again.probe.uint8(1), want)
+
+
+def test_grayscale_is_detected_from_the_images(tmp_path: Path) -> None:
+    from sitegen.data import is_grayscale
+
+    colour = build_data("d", _spec(_tree(tmp_path / "colour")), seed=1)
+    assert not is_grayscale(colour.probe)
+    doodles = DatasetSpec(builtin="doodles", classes=["circle", "star"], images_per_class=4)
+    grey = build_data("g", doodles, seed=0)
+    assert is_grayscale(grey.probe)

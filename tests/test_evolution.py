@@ -21,7 +21,9 @@ def test_evolution_names_checkpoints() -> None:
     spec = Spec.model_validate(
         {
             "datasets": {"d": {"builtin": "doodles"}},
-            "networks": {"n": {"arch": "zoo:alexnet_small", "dataset": "d", "evolution": ["epoch-1", "epoch-4"]}},
+            "networks": {
+                "n": {"arch": "zoo:alexnet_small", "dataset": "d", "evolution": ["epoch-1", "epoch-4"]}
+            },
         }
     )
     names = [f"epoch-{i}" for i in range(1, 6)]
@@ -31,3 +33,23 @@ def test_evolution_names_checkpoints() -> None:
     assert _evolution_names(spec, "n", net.model_copy(update={"evolution": False}), names) == set()
     with pytest.raises(SpecError, match=r"networks\.n\.evolution: unknown checkpoints \['epoch-9'\]"):
         _evolution_names(spec, "n", net.model_copy(update={"evolution": ["epoch-9"]}), names)
+
+
+def test_grey_filters_are_the_sum_over_input_channels() -> None:
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from sitegen.analyses.filters import filter_grid
+
+    conv = nn.Conv2d(3, 2, 2, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[[[1.0, 0], [0, 0]], [[0, 2], [0, 0]], [[0, 0], [3, 0]]]] * 2))
+        conv.weight[1, 0, 1, 1] = 6.0  # filter 1: a strong red-only corner
+    grid = filter_grid(nn.Sequential(conv), grayscale=True, pad=0, min_px=2)
+    tile = grid.image[:2, :2]
+    assert (tile == tile[..., :1]).all(), "grey filters have equal channels"
+    # filter 0 summed over channels: [[1, 2], [3, 0]] -> min-max 0..3
+    np.testing.assert_array_equal(tile[..., 0], np.rint(np.array([[1, 2], [3, 0]]) / 3 * 255))
+    colour = filter_grid(nn.Sequential(conv), pad=0, min_px=2)
+    assert not (colour.image[:2, :2] == colour.image[:2, :2, :1]).all()

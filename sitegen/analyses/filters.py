@@ -49,7 +49,13 @@ class FilterGrid:
 
 
 def filter_grid(
-    module: nn.Module, *, min_px: int = 16, pad: int = 1, cols: int | None = None, fill: int = 255
+    module: nn.Module,
+    *,
+    min_px: int = 16,
+    pad: int = 1,
+    cols: int | None = None,
+    fill: int = 255,
+    grayscale: bool = False,
 ) -> FilterGrid | None:
     """Draw the first ``nn.Conv2d`` (in module order) with 1 or 3 input channels as a grid.
 
@@ -59,6 +65,9 @@ def filter_grid(
         pad: frame around each filter, in pixels.
         cols: tiles per row (default: a near-square grid).
         fill: frame colour.
+        grayscale: the data is grey (R = G = B): draw each filter summed over its input channels,
+            in grey. That sum is what the filter computes on a grey image; its colour channels
+            apart are differences the network never sees, and show as false-colour noise (issue 14).
 
     Returns:
         The grid, or None when the network has no such conv layer (nothing to draw).
@@ -81,6 +90,8 @@ def filter_grid(
         w = np.repeat(w, 3, axis=1)
     if w.shape[1] != 3:
         return None
+    if grayscale:
+        w = np.repeat(w.sum(axis=1, keepdims=True), 3, axis=1)
     lo = w.min(axis=(1, 2, 3), keepdims=True)
     hi = w.max(axis=(1, 2, 3), keepdims=True)
     scaled = (w - lo) / np.where(hi > lo, hi - lo, 1.0)

@@ -50,6 +50,7 @@ class DatasetRecord(_Record):
     n_probe: int
     counts: list[tuple[int, int]]  # per class: (train, probe)
     samples: list[list[int]]  # per class: a few probe image indices (dataset card thumbnails)
+    grayscale: bool = False  # grey images: filters and reconstructions are drawn in grey
 
 
 class Normalization(_Record):
