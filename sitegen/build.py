@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import math
+import shutil
 import time
 import zlib
 from collections.abc import Callable
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from sitegen import __version__
-from sitegen._distributed import barrier, init_from_env
+from sitegen._distributed import barrier, init_from_env, rank_world
 from sitegen.analyses import class_hist
 from sitegen.analyses.activation_maps import activation_maps
 from sitegen.analyses.filters import filter_grid
@@ -33,13 +34,14 @@ from sitegen.data import (
     DataBundle,
     build_data,
     class_counts,
+    is_grayscale,
     probe_image,
     probe_labels,
     resolve_normalization,
 )
 from sitegen.diff import DiffSide, diff_name, diff_stores, write_diff
 from sitegen.errors import DeviceError, SpecError, StoreError
-from sitegen.mine import mine
+from sitegen.mine import LayerTopK, Mined, mine
 from sitegen.models import (
     LoadedModel,
     build_model,
@@ -51,7 +53,7 @@ from sitegen.models import (
 )
 from sitegen.plan import check_spec_against_models, unit_problems
 from sitegen.spec import NetworkSpec, Spec, load_spec
-from sitegen.store import Store
+from sitegen.store import Store, codecs
 from sitegen.store.manifest import (
     BuildRecord,
     CheckpointManifest,
@@ -124,7 +126,7 @@ def build(spec: Spec, *, progress: Progress | None = None, render: bool = True) 
     bundles: dict[str, DataBundle] = {}
     for name in used:
         t = time.perf_counter()
-        bundles[name] = build_data(name, spec.datasets[name], spec.seed)
+        bundles[name] = build_data(name, spec.datasets[name], spec.seed, cache_dir=spec.output / "cache")
         if lead:
             _write_dataset(store, bundles[name], spec)
         timings[f"data {name}"] = time.perf_counter() - t
@@ -158,10 +160,16 @@ def build(spec: Spec, *, progress: Progress | None = None, render: bool = True) 
     site = None
     if render:
         from sitegen.render import render_site
+        from sitegen.render.sizes import site_sizes, size_report
 
         site = spec.output / "site"
         render_site(store.root, site, progress=lambda d, n: report("render", d, n))
         _write_redirect(spec.output)
+        lines, warnings = size_report(site_sizes(site, list(spec.networks)))
+        for line in lines:
+            log.info("%s", line)
+        for warning in warnings:
+            log.warning("%s", warning)
     return BuildResult(store.root, site, time.perf_counter() - t0, computed, cached)
 
 
@@ -256,10 +264,17 @@ def _write_dataset(store: Store, bundle: DataBundle, spec: Spec) -> None:
             n_probe=len(bundle.probe),
             counts=[tuple(counts[c]) for c in bundle.class_names],
             samples=samples,
+            grayscale=grayscale(spec, bundle),
         )
     )
     np.save(store.dataset_dir(bundle.name) / "labels.npy", labels)
     _write_images(store, bundle, {i for s in samples for i in s})
+
+
+def grayscale(spec: Spec, bundle: DataBundle) -> bool:
+    """The spec's ``grayscale:`` for this dataset, else detected from its probe images."""
+    said = spec.datasets[bundle.name].grayscale
+    return is_grayscale(bundle.probe) if said is None else said
 
 
 def _write_images(store: Store, bundle: DataBundle, indices: set[int]) -> None:
@@ -337,7 +352,7 @@ def _build_network(
 
     names = [c.name for c in checkpoints]
     atlas = _atlas_names(spec, net_name, net, names)
-    wanted = set(atlas) | _diff_names(spec, net_name, names) | (set(names) if net.evolution else set())
+    wanted = set(atlas) | _diff_names(spec, net_name, names) | _evolution_names(spec, net_name, net, names)
 
     def load(ck: _Checkpoint) -> LoadedModel:
         torch.manual_seed(spec.seed)  # "init" checkpoints: the same random weights every build
@@ -460,6 +475,24 @@ def _atlas_names(spec: Spec, net_name: str, net: NetworkSpec, names: list[str]) 
     return list(net.atlas)
 
 
+def _evolution_names(spec: Spec, net_name: str, net: NetworkSpec, names: list[str]) -> set[str]:
+    if net.evolution is True:
+        return set(names)
+    if not net.evolution:
+        return set()
+    unknown = [n for n in net.evolution if n not in names]
+    if unknown:
+        raise SpecError(
+            [
+                spec.problem(
+                    ("networks", net_name, "evolution"),
+                    f"unknown checkpoints {unknown}; this network has {names}",
+                )
+            ]
+        )
+    return set(net.evolution)
+
+
 def _diff_names(spec: Spec, net_name: str, names: list[str]) -> set[str]:
     wanted, problems = set(), []
     for i, d in enumerate(spec.diffs):
@@ -556,17 +589,25 @@ def _analyze(
     num_classes = len(bundle.class_names)
 
     t = time.perf_counter()
-    mined = mine(
-        loaded,
-        bundle.probe,
-        k=a.top_k,
-        batch_size=a.batch_size,
-        device=str(device),
-        num_workers=a.num_workers,
-        autocast=a.autocast,
-        features=techniques and a.embedding.enabled and _has_linear(loaded),
-        progress=lambda d, n: report(f"mine {label}", d, n),
-    )
+    ck_dir = store.checkpoint_dir(net_name, ck.name)
+    resume = _Resume(ck_dir / "partial", key)
+    mined = resume.mined() if lead and rank_world()[1] == 1 else None
+    if mined is None:
+        mined = mine(
+            loaded,
+            bundle.probe,
+            k=a.top_k,
+            batch_size=a.batch_size,
+            device=str(device),
+            num_workers=a.num_workers,
+            autocast=a.autocast,
+            features=techniques and a.embedding.enabled and _has_linear(loaded),
+            progress=lambda d, n: report(f"mine {label}", d, n),
+        )
+        if lead:
+            resume.save_mined(mined)
+    else:
+        log.info("%s: resuming (mined results and %d finished layer(s) kept)", label, resume.done_layers)
     timings["mine"] = time.perf_counter() - t
     if not lead:
         return None
@@ -601,37 +642,48 @@ def _analyze(
         units = _shown_units(net, info, spec.seed)
         shown[info.name] = units
 
+        # fc and prob units see the whole image: their "patch" is the probe image itself, stored once
+        # under images/ and referenced by the pages, not baked into every unit's sprite (issue 13).
+        whole = info.kind in ("linear", "prob")
+        names = [*([] if whole else ["patches"]), *methods]
+        layout = resume.layer(info.name, units)
         t = time.perf_counter()
-        patches = extract_patches(image_cache.uint8, info, topk, bundle.image_size, units=units)
-        t_patch += time.perf_counter() - t
-        panels = [patches.cells]
-        t = time.perf_counter()
-        for method in methods:
-            panels.append(
-                reconstruct_topk(
-                    loaded,
-                    image_cache.tensor,
-                    info,
-                    topk,
-                    units,
-                    method=method,
-                    batch_size=a.reconstructions.batch_size,
-                    device=device,
-                    image_size=bundle.image_size,
-                )
-            )
-        t_recon += time.perf_counter() - t
-
-        cols = math.ceil(math.sqrt(a.top_k))
-        cell = patches.cells.shape[2]
-        sprites[info.name] = SpriteLayout(
-            cell=cell, cols=cols, rows=math.ceil(a.top_k / cols), panels=["patches", *methods]
+        # boxes for every unit (cheap); cells only for shown units, unless this layer is already done
+        patches = extract_patches(
+            image_cache.uint8, info, topk, bundle.image_size, units=[] if layout or whole else units
         )
-        for j, u in enumerate(units):
-            unit_panels = [p[j] for p in panels]
-            store.write_sprite(net_name, ck.name, info.name, u, sprite(unit_panels, cols))
-            done_units += 1
+        t_patch += time.perf_counter() - t
+        if layout is None:
+            panels = [] if whole else [patches.cells]
+            t = time.perf_counter()
+            for method in methods:
+                panels.append(
+                    reconstruct_topk(
+                        loaded,
+                        image_cache.tensor,
+                        info,
+                        topk,
+                        units,
+                        method=method,
+                        batch_size=a.reconstructions.batch_size,
+                        device=device,
+                        image_size=bundle.image_size,
+                    )
+                )
+            t_recon += time.perf_counter() - t
+            cols = math.ceil(math.sqrt(a.top_k))
+            cell = panels[0].shape[2] if panels else 0
+            layout = SpriteLayout(cell=cell, cols=cols, rows=math.ceil(a.top_k / cols), panels=names)
+            for j, u in enumerate(units):
+                if panels:
+                    store.write_sprite(net_name, ck.name, info.name, u, sprite([p[j] for p in panels], cols))
+                done_units += 1
+                report(f"sprites {label}", done_units, total_units)
+            resume.finish_layer(info.name, units, layout)
+        else:
+            done_units += len(units)
             report(f"sprites {label}", done_units, total_units)
+        sprites[info.name] = layout
         images_needed.update(int(i) for i in topk.images[units].ravel() if i >= 0)
         images_needed.update(int(i) for i in pref.exemplars.ravel() if i >= 0)
 
@@ -651,10 +703,9 @@ def _analyze(
     timings["patches"] = t_patch
     timings["reconstructions"] = t_recon
 
-    ck_dir = store.checkpoint_dir(net_name, ck.name)
     filters_layout = None
     if a.filters.enabled:
-        grid = filter_grid(loaded.module)
+        grid = filter_grid(loaded.module, grayscale=grayscale(spec, bundle))
         if grid is not None:
             store.write_png(ck_dir / "filters.png", grid.image)
             filters_layout = GridLayout(
@@ -719,8 +770,82 @@ def _analyze(
         techniques=done,
     )
     store.write_manifest(manifest)  # last: marks the entry complete
+    resume.clear()
     log.info("%s: accuracy %.3f, %s", label, accuracy, ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
     return manifest
+
+
+class _Resume:
+    """What a killed build of one checkpoint entry already finished, so a rerun resumes there.
+
+    The mined tables are kept after the single pass, and each layer's sprites are vouched for by a
+    marker written once all of them are (``partial/<layer>.json``), all under the entry's cache key.
+    A rerun with the same key reloads the mined tables instead of mining again (mining is
+    deterministic: same images, same model, same batches) and skips finished layers; a different key
+    ignores and replaces them. The folder goes when the manifest is written (issue 13, item 7).
+    """
+
+    def __init__(self, root: Path, key: str) -> None:
+        self.root = root
+        self.key = key
+        self.done_layers = 0
+
+    def _fresh(self, path: Path) -> dict | None:
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) and doc.get("key") == self.key else None
+
+    def mined(self) -> Mined | None:
+        """The mined tables a killed build of this entry saved, or None."""
+        if self._fresh(self.root / "mined.json") is None:
+            return None
+        try:
+            arrays = codecs.read_npz(self.root / "mined.npz")
+        except (OSError, ValueError):
+            return None
+        self.done_layers = len(list(self.root.glob("layer-*.json")))
+        names = list(dict.fromkeys(k.rsplit("/", 1)[0] for k in arrays if k.startswith("layer:")))
+        fields = ("values", "images", "rows", "cols")
+        layers = {n[len("layer:") :]: LayerTopK(**{f: arrays[f"{n}/{f}"] for f in fields}) for n in names}
+        return Mined(
+            layers=layers,
+            labels=arrays["labels"],
+            top5=arrays["top5"],
+            top5_prob=arrays["top5_prob"],
+            features=arrays.get("features"),
+        )
+
+    def save_mined(self, mined: Mined) -> None:
+        arrays = {"labels": mined.labels, "top5": mined.top5, "top5_prob": mined.top5_prob}
+        if mined.features is not None:
+            arrays["features"] = mined.features
+        for name, topk in mined.layers.items():
+            for f in ("values", "images", "rows", "cols"):
+                arrays[f"layer:{name}/{f}"] = getattr(topk, f)
+        codecs.write_npz(self.root / "mined.npz", arrays)
+        codecs.write_json(self.root / "mined.json", {"key": self.key})
+
+    def layer(self, name: str, units: list[int]) -> SpriteLayout | None:
+        """The sprite layout of a layer whose sprites are all written, or None."""
+        doc = self._fresh(self.root / f"layer-{_safe(name)}.json")
+        if doc is None or doc.get("units") != units:
+            return None
+        return SpriteLayout(**doc["layout"])
+
+    def finish_layer(self, name: str, units: list[int], layout: SpriteLayout) -> None:
+        codecs.write_json(
+            self.root / f"layer-{_safe(name)}.json",
+            {"key": self.key, "units": units, "layout": layout.model_dump(mode="json")},
+        )
+
+    def clear(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 class _ImageCache:

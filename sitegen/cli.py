@@ -92,7 +92,11 @@ def _setup_logging(quiet: bool, debug: bool) -> None:
 
 
 class _Progress:
-    """Rich progress bars on a terminal; a plain line every ~10 % (and 5 s) otherwise (CI logs)."""
+    """Rich progress bars on a terminal; plain lines otherwise (CI logs: rich draws nothing there).
+
+    A plain line comes every ~10 % (at most one per 5 s), and at least every 30 s while a task
+    reports, with the rate so far and an ETA (issue 13: a bar that stood still for 14 minutes).
+    """
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
@@ -100,6 +104,7 @@ class _Progress:
         self._rich: Any = None
         self._tasks: dict[str, Any] = {}
         self._last: dict[str, tuple[float, int]] = {}
+        self._start: dict[str, tuple[float, int]] = {}
 
     def __enter__(self) -> _Progress:
         if self.tty and not self.quiet:
@@ -130,11 +135,23 @@ class _Progress:
             self._rich.update(task, completed=done, total=total)
             return
         now = time.monotonic()
+        t0, done0 = self._start.setdefault(label, (now, done))
         last_t, last_done = self._last.get(label, (0.0, -1))
         step = max(1, total // 10)
-        if done == total or (done - last_done >= step and now - last_t >= 5) or last_done < 0:
+        due = (done - last_done >= step and now - last_t >= 5) or (now - last_t >= 30 and done > last_done)
+        if done == total or due or last_done < 0:
             self._last[label] = (now, done)
-            print(f"  {label}: {done}/{total}", file=sys.stderr, flush=True)
+            eta = _eta(now - t0, done - done0, total - done)
+            print(f"  {label}: {done}/{total}{eta}", file=sys.stderr, flush=True)
+
+
+def _eta(elapsed: float, done: int, left: int) -> str:
+    """`` (12.3/s, ETA 0:04:10)`` once there is a rate to go by."""
+    if elapsed < 1 or done <= 0 or left <= 0:
+        return ""
+    rate = done / elapsed
+    seconds = int(left / rate + 0.5)
+    return f" ({rate:.3g}/s, ETA {seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d})"
 
 
 @app.command()

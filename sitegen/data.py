@@ -39,6 +39,7 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import logging
@@ -93,13 +94,19 @@ class ImageSet(Dataset):
     """
 
     def __init__(
-        self, source: _Source, ids: Sequence[str], labels: Sequence[int], cache: torch.Tensor | None = None
+        self,
+        source: _Source,
+        ids: Sequence[str],
+        labels: Sequence[int],
+        cache: torch.Tensor | None = None,
+        disk: DiskCache | None = None,
     ) -> None:
         self.source = source
         self.ids = tuple(ids)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.labels.setflags(write=False)
         self._cache = cache  # uint8 [N, 3, H, W], or None to decode lazily
+        self._disk = disk  # or: decode once, then read back from a file (RAM flat in N)
 
     @property
     def preloaded(self) -> bool:
@@ -117,11 +124,79 @@ class ImageSet(Dataset):
             raise IndexError(f"image {index} out of range for a split of {len(self.ids)}")
         if self._cache is not None:
             return self._cache[index]
+        if self._disk is not None:
+            return torch.from_numpy(self._disk.get(index, lambda: self.source.load(self.ids[index])))
         return torch.from_numpy(self.source.load(self.ids[index])).permute(2, 0, 1).contiguous()
 
     def image(self, index: int) -> np.ndarray:
         """Image ``index`` as a new uint8 array ``[H, W, 3]`` (thumbnails, patches)."""
         return self.uint8(index).permute(1, 2, 0).numpy().copy()
+
+
+class DiskCache:
+    """Decoded uint8 images ``[N, 3, H, W]`` in one file, filled on first access, read back with pread.
+
+    Why: holding a probe set decoded in RAM grows with it (3,040 images at 224 px: 460 MB; 10,000:
+    1.5 GB), and decoding PNGs on every access caps mining and reconstructions (issue 13). Here each
+    image is decoded once, written to its slot, and then read from the page cache, which the kernel
+    may drop: the process's RSS stays flat in the probe set. A one-byte-per-image fill map, written
+    after the slot, says which slots hold pixels, so a killed build, DataLoader workers and torchrun
+    ranks (separate processes writing disjoint slots) all leave a consistent cache. The file name
+    carries the dataset fingerprint: changed files get a new cache (older ones are removed).
+    """
+
+    def __init__(self, path: Path, count: int, image_size: int) -> None:
+        self.path = path
+        self.count = count
+        self.shape = (3, image_size, image_size)
+        self.nbytes = 3 * image_size * image_size
+        self._fds: tuple[int, int, int] | None = None  # (pid, data fd, fill-map fd), per process
+        fill = self._fill_path
+        if not (path.is_file() and fill.is_file() and path.stat().st_size == count * self.nbytes):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            for f, size in ((path, count * self.nbytes), (fill, count)):
+                with open(f, "wb") as fh:
+                    fh.truncate(size)  # sparse: disk is used as slots fill
+
+    @property
+    def _fill_path(self) -> Path:
+        return self.path.with_suffix(".filled")
+
+    def __getstate__(self) -> dict[str, Any]:  # DataLoader workers open their own descriptors
+        return {**self.__dict__, "_fds": None}
+
+    def _open(self) -> tuple[int, int]:
+        if self._fds is None or self._fds[0] != os.getpid():
+            self._fds = (os.getpid(), os.open(self.path, os.O_RDWR), os.open(self._fill_path, os.O_RDWR))
+        return self._fds[1], self._fds[2]
+
+    def get(self, index: int, load: Any) -> np.ndarray:
+        """Image ``index`` as uint8 ``[3, H, W]``; ``load()`` decodes it (``[H, W, 3]``) when not cached."""
+        data, fill = self._open()
+        if os.pread(fill, 1, index) == b"\x01":
+            buf = os.pread(data, self.nbytes, index * self.nbytes)
+            if len(buf) == self.nbytes:
+                return np.frombuffer(bytearray(buf), dtype=np.uint8).reshape(self.shape)
+        chw = np.ascontiguousarray(np.asarray(load(), dtype=np.uint8).transpose(2, 0, 1))
+        os.pwrite(data, chw.tobytes(), index * self.nbytes)
+        os.pwrite(fill, b"\x01", index)
+        return chw
+
+
+def _disk_cache(cache_dir: Path | None, name: str, split: str, fingerprint: str, count: int, size: int):
+    if cache_dir is None:
+        return None
+    stem = f"{_safe_name(name)}-{split}-"
+    path = cache_dir / f"{stem}{fingerprint}-{size}px-v{FORMAT}.u8"
+    if cache_dir.is_dir():
+        for old in cache_dir.glob(f"{stem}*"):
+            if old.stem != path.stem:
+                old.unlink(missing_ok=True)
+    return DiskCache(path, count, size)
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +315,9 @@ def _square(im: Image.Image, size: int) -> Image.Image:
 # --- building ----------------------------------------------------------------------------------------
 
 
-def build_data(name: str, ds: DatasetSpec, seed: int, *, preload: bool | None = None) -> DataBundle:
+def build_data(
+    name: str, ds: DatasetSpec, seed: int, *, preload: bool | None = None, cache_dir: Path | None = None
+) -> DataBundle:
     """Build the train/probe splits of one dataset.
 
     Args:
@@ -249,6 +326,9 @@ def build_data(name: str, ds: DatasetSpec, seed: int, *, preload: bool | None = 
         seed: the spec's seed: drives the split (and the doodles' drawing).
         preload: decode everything now (True), never (False), or when it fits
             :data:`PRELOAD_MAX_BYTES` (None).
+        cache_dir: instead of preloading into RAM, decode each image once into a
+            :class:`DiskCache` file there (``sitegen build``: ``output/cache``); ``preload`` is
+            then ignored and files are only checked (header and checksums) up front.
 
     Returns:
         A :class:`DataBundle`; same inputs and files give the same images, order and fingerprint.
@@ -262,15 +342,17 @@ def build_data(name: str, ds: DatasetSpec, seed: int, *, preload: bool | None = 
         >>> len(bundle.train), len(bundle.probe), bundle.class_names[:3]
         (96, 32, ('circle', 'square', 'triangle'))
     """
+    if cache_dir is not None:
+        preload = False
     if ds.builtin == "doodles":
-        return _build_doodles(name, ds, seed, preload)
+        return _build_doodles(name, ds, seed, preload, cache_dir)
     if ds.path is not None:
         tree = _index_tree(name, ds.path, "path")
-        return _build_trees(name, ds, seed, preload, tree, None)
+        return _build_trees(name, ds, seed, preload, tree, None, cache_dir)
     if ds.train_path is not None and ds.probe_path is not None:
         train_tree = _index_tree(name, ds.train_path, "train_path")
         probe_tree = _index_tree(name, ds.probe_path, "probe_path")
-        return _build_trees(name, ds, seed, preload, train_tree, probe_tree)
+        return _build_trees(name, ds, seed, preload, train_tree, probe_tree, cache_dir)
     raise DataError(f"dataset {name!r}: no source; give 'builtin', 'path', or 'train_path' + 'probe_path'")
 
 
@@ -311,7 +393,9 @@ def _two_classes(name: str, classes: list[str]) -> tuple[str, ...]:
     return tuple(classes)
 
 
-def _build_doodles(name: str, ds: DatasetSpec, seed: int, preload: bool | None) -> DataBundle:
+def _build_doodles(
+    name: str, ds: DatasetSpec, seed: int, preload: bool | None, cache_dir: Path | None = None
+) -> DataBundle:
     counts = dict.fromkeys(doodles.CLASSES, ds.images_per_class)
     classes = _select(name, ds.classes, counts, "builtin: doodles", canonical=True)
     n = min(ds.images_per_class, ds.max_per_class or ds.images_per_class)
@@ -334,8 +418,9 @@ def _build_doodles(name: str, ds: DatasetSpec, seed: int, preload: bool | None) 
          "images_per_class": ds.images_per_class, **_split_params(ds), "train": train, "probe": probe}
     )
     # drawing is pure Python: threads would only contend for the GIL
-    train_set = _image_set(source, train, preload, None, {})
-    probe_set = _image_set(source, probe, preload, None, {})
+    disk = functools.partial(_disk_cache, cache_dir, name, fingerprint=fingerprint, size=ds.image_size)
+    train_set = _image_set(source, train, preload, None, {}, disk("train", count=len(train)))
+    probe_set = _image_set(source, probe, preload, None, {}, disk("probe", count=len(probe)))
     return DataBundle(
         name, tuple(classes), ds.image_size, train_set, probe_set, fingerprint, source="builtin:doodles"
     )
@@ -411,7 +496,13 @@ def _dir_id(path: str) -> tuple[int, int] | None:
 
 
 def _build_trees(
-    name: str, ds: DatasetSpec, seed: int, preload: bool | None, tree: _Tree, probe_tree: _Tree | None
+    name: str,
+    ds: DatasetSpec,
+    seed: int,
+    preload: bool | None,
+    tree: _Tree,
+    probe_tree: _Tree | None,
+    cache_dir: Path | None = None,
 ) -> DataBundle:
     """One tree split by ``probe_fraction`` (``probe_tree`` None), or a train tree and a probe tree."""
     if probe_tree is not None:
@@ -460,8 +551,11 @@ def _build_trees(
             {"kind": kind, "classes": classes, "seed": seed, **_split_params(ds),
              "train": _file_stats(tree.root, train), "probe": _file_stats(trees[-1].root, probe)}
         )
-        train_set = _image_set(_FolderSource(tree.root, ds.image_size), train, preload, pool, decoded)
-        probe_set = _image_set(_FolderSource(trees[-1].root, ds.image_size), probe, preload, pool, decoded)
+        disk = functools.partial(_disk_cache, cache_dir, name, fingerprint=fingerprint, size=ds.image_size)
+        train_src = _FolderSource(tree.root, ds.image_size)
+        probe_src = _FolderSource(trees[-1].root, ds.image_size)
+        train_set = _image_set(train_src, train, preload, pool, decoded, disk("train", count=len(train)))
+        probe_set = _image_set(probe_src, probe, preload, pool, decoded, disk("probe", count=len(probe)))
     source = str(tree.root) if probe_tree is None else f"{tree.root} + {probe_tree.root}"
     return DataBundle(name, tuple(classes), ds.image_size, train_set, probe_set, fingerprint, source)
 
@@ -517,10 +611,11 @@ class _Taker:
 def _image_set(
     source: _Source, items: list[tuple[str, int]], preload: bool, pool: ThreadPoolExecutor | None,
     decoded: dict[Path, np.ndarray],
+    disk: DiskCache | None = None,
 ) -> ImageSet:
     ids = [i for i, _ in items]
     cache = None
-    if preload:
+    if preload and disk is None:
         size = source.image_size
         cache = torch.empty((len(ids), 3, size, size), dtype=torch.uint8)
         root = source.root if isinstance(source, _FolderSource) else None
@@ -531,7 +626,7 @@ def _image_set(
 
         for k, arr in enumerate(pool.map(pixels, ids) if pool is not None else map(pixels, ids)):
             cache[k] = torch.from_numpy(arr).permute(2, 0, 1)
-    return ImageSet(source, ids, [label for _, label in items], cache)
+    return ImageSet(source, ids, [label for _, label in items], cache, disk)
 
 
 def _select(
@@ -664,6 +759,24 @@ class _Uint8View(Dataset):
 
 def _triple(a: np.ndarray) -> Triple:
     return float(a[0]), float(a[1]), float(a[2])
+
+
+def is_grayscale(split: ImageSet, *, sample: int = 64) -> bool:
+    """Whether the split's images are grey (R = G = B), judged on up to ``sample`` of them, evenly spaced.
+
+    Sketch datasets (TU-Berlin, the doodles) are grey; their filters and reconstructions are then
+    drawn in grey (:func:`sitegen.analyses.filters.filter_grid`), since their colour channels apart
+    carry only differences the network never sees.
+    """
+    n = len(split)
+    if n == 0:
+        return False
+    picks = np.unique(np.linspace(0, n - 1, min(sample, n)).round().astype(int))
+    for i in picks:
+        x = split.uint8(int(i))
+        if not (torch.equal(x[0], x[1]) and torch.equal(x[1], x[2])):
+            return False
+    return True
 
 
 def probe_image(bundle: DataBundle, index: int) -> np.ndarray:

@@ -156,6 +156,11 @@ class DatasetSpec(_Model):
         gt=0,
         description="Images are resized (shorter side) and centre-cropped to this square size in px.",
     )
+    grayscale: bool | None = Field(
+        None,
+        description="Grey images (sketches): first-layer filters and reconstructions are drawn in grey, "
+        "summed over the identical input channels. Default: detected (R = G = B on the probe images).",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetSpec:
@@ -224,10 +229,10 @@ class NetworkSpec(_Model):
     atlas: Literal["last", "all"] | list[str] = Field(
         "last", description="Checkpoints that get full atlas pages: 'last', 'all', or a list of names."
     )
-    evolution: bool = Field(
+    evolution: bool | list[str] = Field(
         False,
-        description="Mine and reconstruct every checkpoint (not only atlas ones) for the feature-evolution "
-        "pages (Zeiler & Fergus Fig. 4).",
+        description="Also mine and reconstruct these checkpoints (true: every one) for the feature-evolution "
+        "pages (Zeiler & Fergus Fig. 4), e.g. [epoch-1, epoch-2, epoch-4, epoch-8, epoch-12].",
     )
     train: TrainSpec | None = Field(
         None, description="Train this network on its dataset (demo; CPU-friendly)."
@@ -282,8 +287,18 @@ class OcclusionSpec(_Model):
 
     enabled: bool = Field(True, description="Compute occlusion maps (network page).")
     images: int = Field(4, ge=1, description="Probe images (one per class, in class order).")
-    size: int = Field(8, gt=0, description="Side of the grey square in input pixels.")
-    stride: int = Field(4, gt=0, description="Pixels between square positions.")
+    size: int | None = Field(
+        None,
+        gt=0,
+        description="Side of the grey square in input pixels (default: 1/8 of the input: 8 px at 64, 28 at "
+        "224).",
+    )
+    stride: int | None = Field(
+        None,
+        gt=0,
+        description="Pixels between square positions (default: half the square: 15 x 15 positions at any "
+        "size).",
+    )
     layer: str | None = Field(
         None, description="Layer whose strongest unit is followed; default: the last conv/block layer."
     )
@@ -297,8 +312,18 @@ class EmpiricalRFSpec(_Model):
     layers: LayerPick = Field("conv", description="'conv', 'last' or a list of layer names.")
     units: int = Field(4, gt=0, description="Units per layer: the first N shown units.")
     images: int | None = Field(None, gt=0, description="Top images per unit (default: all top_k).")
-    occluder: int = Field(5, gt=0, description="Side of the occluding square in input pixels.")
-    stride: int = Field(2, gt=0, description="Pixels between occluder positions.")
+    occluder: int | None = Field(
+        None,
+        gt=0,
+        description="Side of the occluding square in input pixels (default: Zhou et al.'s 11 of 227, scaled "
+        "to the input; at least 3).",
+    )
+    stride: int | None = Field(
+        None,
+        gt=0,
+        description="Pixels between occluder positions (default: Zhou et al.'s 3 of 227, scaled; at least "
+        "1).",
+    )
     batch_size: int = Field(256, gt=0, description="Occluded copies per forward pass.")
 
 

@@ -113,6 +113,55 @@ def test_interrupted_build_resumes_to_the_same_result(built: Path, tmp_path: Pat
         np.testing.assert_array_equal(again[k], reference[k], err_msg=k)
 
 
+def test_killed_build_resumes_at_the_layer_it_was_on(
+    built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed inside a checkpoint's reconstructions: the rerun mines nothing, redoes only the
+    unfinished layers, and its store equals the uninterrupted build's byte for byte."""
+    import sitegen.build as build_mod
+
+    copy = tmp_path / "copy"
+    shutil.copytree(built, copy)
+    spec = load_spec(copy / "experiments.yaml")
+    store = Store(spec.output / "store")
+    ck = store.checkpoint_dir("net", "epoch-2")
+    reference = {p.relative_to(ck): p.read_bytes() for p in sorted(ck.rglob("*")) if p.is_file()}
+    layers = store.read_manifest("net", "epoch-2").layers
+    (ck / "manifest.json").unlink()
+    shutil.rmtree(ck / "units")
+
+    real = build_mod.reconstruct_topk
+    calls: list[str] = []
+
+    def crash_on_third(loaded, images, info, *args, **kwargs):
+        calls.append(info.name)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as a user's Ctrl-C or a killed job
+        return real(loaded, images, info, *args, **kwargs)
+
+    monkeypatch.setattr(build_mod, "reconstruct_topk", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        build(spec, render=False)
+    assert not (ck / "manifest.json").is_file()
+    assert calls == layers[:3]
+
+    calls.clear()
+    def count(*args, **kwargs):
+        calls.append(args[2].name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(build_mod, "reconstruct_topk", count)
+    monkeypatch.setattr(build_mod, "mine", lambda *a, **k: pytest.fail("a resumed build must not mine again"))
+    assert build(spec, render=False).computed == 1
+    assert calls == layers[2:], "only the unfinished layers are reconstructed"
+    assert not (ck / "partial").exists(), "resume state is dropped once the entry is complete"
+    after = {p.relative_to(ck): p.read_bytes() for p in sorted(ck.rglob("*")) if p.is_file()}
+    assert set(after) == set(reference)
+    for name, data in reference.items():
+        if name.name != "manifest.json":  # timings and creation time differ
+            assert after[name] == data, name
+
+
 def test_build_check_finds_no_broken_links(built: Path) -> None:
     result = CliRunner().invoke(app, ["build", str(built / "experiments.yaml"), "--check", "-q"])
     assert result.exit_code == 0, result.output
@@ -188,7 +237,7 @@ def test_techniques_are_stored_and_shown(built: Path) -> None:
         assert (ck / e["true_png"]).is_file() and (ck / e["pred_png"]).is_file()
     occ = doc("occlusion")
     grid = (len(occ["rows"]), len(occ["cols"]))
-    assert grid == (7, 7)  # 32 px, 8 px square, stride 4
+    assert grid == (15, 15)  # 32 px: a 4 px square (1/8) at stride 2, as every default size
     assert all(np.shape(e[k]) == grid for e in occ["images"] for k in ("true_prob", "activation"))
     emb = doc("embedding")
     assert len(emb["x"]) == len(emb["labels"]) == n_probe and max(map(abs, emb["x"] + emb["y"])) == 1.0
