@@ -17,6 +17,14 @@
     include the forward that picks the channels. Target: < 1.5 s on a quiet 2-core CPU, where the
     baseline took 2.9-3.1 s.
 
+(c) the bare-backward limit, alexnet 224 px (random weights), per layer kind: conv2..conv5, fc6, fc7,
+    fc8 and prob. The limit (as in shared/PERFORMANCE.md): a retained forward of a batch of 16 inputs
+    (whole images for fc/prob, each unit's receptive-field crop for convs), then backwards that each
+    seed one pair per input (deconvnet ReLU rule, plain autograd): seconds per backward / 16. Against
+    it, ``reconstruct_topk`` (deconvnet) on a top-9 table of 64 units x 9 images drawn from 200
+    images (conv positions: each unit's argmax in the image), everything included (image loading,
+    forwards, display tiles). Prints ms per pair for both and the ratio; target <= 1.3.
+
 Variants are interleaved and repeated, medians reported: the machine is shared and noisy (10-30 %
 run to run, shared/PERFORMANCE.md). Wall and CPU time are both printed: on an oversubscribed machine
 CPU time is the steadier measure of the work done. Results are checked against captum / the
@@ -24,13 +32,15 @@ baseline before timing.
 
 Run::
 
-    python benchmarks/reconstruct.py              # both parts, about 2 minutes on 2 cores
+    python benchmarks/reconstruct.py              # parts a and b, about 2 minutes on 2 cores
     python benchmarks/reconstruct.py --part a --repeats 5
+    python benchmarks/reconstruct.py --part c     # about 2-3 minutes on 2 cores
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import time
@@ -38,12 +48,15 @@ import warnings
 import zlib
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torchvision
 from torch import nn
 
-from sitegen.analyses import _hooks
-from sitegen.analyses.reconstruct import reconstruct
+from sitegen.analyses import _crop, _hooks
+from sitegen.analyses.reconstruct import _Planner, reconstruct, reconstruct_topk
+from sitegen.models._api import LoadedModel
+from sitegen.models.layers import layer_table
 
 ALEXNET_CONVS = {
     "conv1": "features.1",
@@ -250,16 +263,183 @@ def part_b(repeats: int) -> None:
     )
 
 
+PART_C_LAYERS = ("conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8", "prob")
+
+
+class _Table:
+    """A mined top-k table (duck-typed sitegen.mine.LayerTopK) for reconstruct_topk."""
+
+    def __init__(self, images: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> None:
+        self.images, self.rows, self.cols = images, rows, cols
+        self.values = np.zeros(images.shape, dtype=np.float32)
+
+
+def _limit_inputs(
+    model: nn.Module, path: str, x: torch.Tensor, pos: torch.Tensor
+) -> tuple[torch.Tensor, tuple[nn.Module, ...]]:
+    """For a conv layer: each pair's "valid" receptive-field crop (the unit's field inside the image,
+    run unpadded: its map is 1x1, as on sitegen's crop path) and the modules to unpad; for fc/prob,
+    the whole images."""
+    plan = _Planner(model, crop=True).plan(path, False, x[:1])
+    if plan.rows is None or plan.cols is None:
+        return x, ()
+    crops = []
+    for i in range(len(x)):
+        r = _crop.axis_crop(plan.rows, int(pos[i, 0]), x.shape[-2])
+        c = _crop.axis_crop(plan.cols, int(pos[i, 1]), x.shape[-1])
+        assert r.valid and c.valid, "the limit's pairs are interior units"
+        crops.append(x[i, :, r.start : r.start + r.length, c.start : c.start + c.length])
+    return torch.stack(crops), tuple(plan.spatial or ())
+
+
+def _limit_backward(
+    model: nn.Module,
+    target: nn.Module | None,
+    unpad: tuple[nn.Module, ...],
+    inputs: torch.Tensor,
+    units: torch.Tensor,
+    softmax: bool,
+    wall: list[float],
+    cpu: list[float],
+    rounds: int = 4,
+) -> None:
+    """The limit: a retained forward of ``inputs`` (not timed), then ``rounds`` backwards seeding one
+    pair per input (unit ``units[i]``; a conv's "valid" crop has a 1x1 map); appends the seconds per
+    pair of the backwards to ``wall`` and ``cpu``."""
+    with (
+        _hooks.truncated(model, target, "deconvnet") as fwd,
+        _hooks.padding_off(unpad, rows=bool(unpad), cols=bool(unpad)),
+    ):
+        x = inputs.clone().requires_grad_(True)
+        out = fwd(x)
+        if softmax:
+            out = torch.softmax(out, dim=1)
+        flat = out.reshape(len(x), -1)
+        at = (torch.arange(len(x)), units)
+        seed = torch.zeros_like(flat)
+        seed[at] = flat.detach()[at]
+        w, c = time.perf_counter(), time.process_time()
+        for q in range(rounds):
+            torch.autograd.grad(out, x, seed.view_as(out), retain_graph=q < rounds - 1)
+        wall.append((time.perf_counter() - w) / (rounds * len(x)))
+        cpu.append((time.process_time() - c) / (rounds * len(x)))
+
+
+def part_c(repeats: int, units_per_layer: int, pool_size: int, k: int = 9) -> None:
+    torch.manual_seed(0)
+    model = torchvision.models.alexnet(weights=None).eval()
+    table_info = layer_table(model, 224)
+    loaded = LoadedModel(
+        module=model,
+        arch="alexnet",
+        num_classes=1000,
+        input_size=224,
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        layers=table_info,
+        params=sum(p.numel() for p in model.parameters()),
+    )
+    pool = torch.rand(pool_size, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    normalized = loaded.normalize(pool)
+    print(
+        f"(c) alexnet 224 px, deconvnet: reconstruct_topk on {units_per_layer} units x {k} images drawn "
+        f"from {pool_size}, against the bare batched backward (retained forward of 16 inputs, one pair "
+        f"per input per backward); {repeats} interleaved repeats; ms per pair, wall | CPU"
+    )
+    ratios: dict[str, float] = {}
+    for name in PART_C_LAYERS:
+        info = loaded.layer(name)
+        rng = np.random.default_rng(zlib.crc32(name.encode()))
+        units = sorted(rng.choice(info.units, units_per_layer, replace=False).tolist())
+        images = np.stack([rng.choice(pool_size, k, replace=False) for _ in units])  # [unit j, rank]
+        rows = np.zeros(images.shape, dtype=np.int32)
+        cols = np.zeros(images.shape, dtype=np.int32)
+        module = _hooks.get_module(model, info.module)
+        if info.kind == "conv":  # each pair at its unit's argmax in the image, as mined
+            with torch.no_grad(), _hooks.truncated(model, module) as fwd:
+                for s in range(0, pool_size, 16):
+                    out = fwd(normalized[s : s + 16])
+                    for j, u in enumerate(units):
+                        for r in range(k):
+                            if s <= images[j, r] < s + 16:
+                                flat = int(out[images[j, r] - s, u].argmax())
+                                rows[j, r], cols[j, r] = divmod(flat, out.shape[-1])
+        full = np.full((info.units, k), -1, dtype=np.int64)  # rows of the table are unit indices
+        full[units] = images
+        topk = _Table(full, np.zeros(full.shape, np.int32), np.zeros(full.shape, np.int32))
+        topk.rows[units], topk.cols[units] = rows, cols
+        pairs = images.size
+
+        # the limit's batch: 16 pairs of the table on distinct images, interior units for convs
+        if info.kind == "conv":
+            plan = _Planner(model, crop=True).plan(info.module, False, normalized[:1])
+            assert plan.rows is not None and plan.cols is not None
+            ok = [
+                (j, r)
+                for j in range(len(units))
+                for r in range(k)
+                if _crop.axis_crop(plan.rows, int(rows[j, r]), 224).valid
+                and _crop.axis_crop(plan.cols, int(cols[j, r]), 224).valid
+            ]
+        else:
+            ok = [(j, r) for j in range(len(units)) for r in range(k)]
+        seen: set[int] = set()
+        chosen = []
+        for j, r in ok:
+            if int(images[j, r]) not in seen:
+                seen.add(int(images[j, r]))
+                chosen.append((j, r))
+        chosen = chosen[:16]
+        sel_img = torch.tensor([int(images[j, r]) for j, r in chosen])
+        sel_units = torch.tensor([units[j] for j, _ in chosen])
+        sel_pos = torch.tensor([[int(rows[j, r]), int(cols[j, r])] for j, r in chosen])
+        inputs, unpad = _limit_inputs(model, info.module, normalized[sel_img], sel_pos)
+        target = None if info.kind == "prob" else module
+        lim_wall: list[float] = []  # the backwards only, per pair
+        lim_cpu: list[float] = []
+        limit = functools.partial(
+            _limit_backward,
+            model,
+            target,
+            unpad,
+            inputs,
+            sel_units,
+            info.kind == "prob",
+            lim_wall,
+            lim_cpu,
+            rounds=min(pairs, 256) // len(inputs),  # a run of a few seconds, as noisy as ours
+        )
+        ours = functools.partial(
+            reconstruct_topk, loaded, pool.__getitem__, info, topk, units, method="deconvnet"
+        )
+        limit()  # warm-up (oneDNN builds its kernels on first use)
+        lim_wall.clear()
+        lim_cpu.clear()
+        t = _interleaved({"limit": limit, "ours": ours}, repeats)
+        lw, lc = statistics.median(lim_wall) * 1e3, statistics.median(lim_cpu) * 1e3
+        ow, oc = t["ours"][0] * 1e3 / pairs, t["ours"][1] * 1e3 / pairs
+        ratios[name] = ow / lw
+        print(
+            f"  {name:5s} ({info.kind:6s}): limit {lw:6.2f} ms  reconstruct_topk {ow:6.2f} ms  "
+            f"ratio {ow / lw:4.2f} | CPU limit {lc:6.2f}  ours {oc:6.2f}  ratio {oc / lc:4.2f}",
+            flush=True,
+        )
+    worst = max(ratios, key=lambda n: ratios[n])
+    print(f"  worst wall ratio: {worst} {ratios[worst]:.2f} (target <= 1.3)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--part", choices=["a", "b", "both"], default="both")
+    parser.add_argument("--part", choices=["a", "b", "c", "both"], default="both", help="both: a and b")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--captum-units", type=int, default=4, help="units per layer timed with captum")
     parser.add_argument("--units", type=int, default=32, help="units per layer timed with sitegen")
     parser.add_argument("--images", type=int, default=9)
+    parser.add_argument("--c-units", type=int, default=64, help="part c: units per layer")
+    parser.add_argument("--c-pool", type=int, default=200, help="part c: images the tables draw from")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
@@ -271,6 +451,8 @@ def main() -> None:
         part_a(args.repeats, args.captum_units, args.units, args.images)
     if args.part in ("b", "both"):
         part_b(args.repeats)
+    if args.part == "c":
+        part_c(args.repeats, args.c_units, args.c_pool)
 
 
 if __name__ == "__main__":

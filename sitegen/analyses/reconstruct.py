@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +68,9 @@ Emit = Callable[[Tensor, Tensor, Sequence[int], Sequence[int]], None]
 # 2-core CPU, shared/PERFORMANCE.md).
 DEFAULT_BATCH = 16
 _MAX_CHUNK = 4096
+# Distinct images held (as float) at once by reconstruct_topk's whole-image path: 128 x 3 x 224 x 224
+# float32 is 77 MB.
+_IMAGE_BLOCK = 128
 # From this many pairs per layer on, border crops are rounded to shared lengths (see _Engine._quantum).
 _BUCKET_MIN_PAIRS = 32
 
@@ -150,6 +153,7 @@ def reconstruct(
         and _shared(engines, members, images, unit_t, pos, shared_forward, canvas)
     ):
         return canvas
+    source: Tensor | None = None  # each image's first equal copy: whole-image pairs share its forward
     for name in names:
         engine, idx = engines[name], members[name]
         sub_units = unit_t[idx]
@@ -157,13 +161,21 @@ def reconstruct(
             rows, cols = engine.locate(images, idx, sub_units)
         else:
             rows, cols = pos[idx, 0], pos[idx, 1]
+        plan = engine.plan(images)
+        if plan.rows is None or plan.cols is None:
+            if source is None:
+                image_of, firsts = _distinct(images, exact=True)
+                source = torch.tensor(firsts, dtype=torch.long)[image_of]
+            image_idx = source[idx]
+        else:
+            image_idx = idx
 
         def paste(
             sel: Tensor, grads: Tensor, tops: Sequence[int], lefts: Sequence[int], idx: Tensor = idx
         ) -> None:
             _paste(canvas, idx[sel].tolist(), grads, tops, lefts)
 
-        engine.run(images, idx, sub_units, rows, cols, paste)
+        engine.run(images, image_idx, sub_units, rows, cols, paste)
     return canvas
 
 
@@ -171,6 +183,9 @@ def _paste(
     canvas: Tensor, pairs: Sequence[int], grads: Tensor, tops: Sequence[int], lefts: Sequence[int]
 ) -> None:
     h, w = grads.shape[-2:]
+    if (h, w) == tuple(canvas.shape[-2:]):  # whole images: one scatter
+        canvas[torch.as_tensor(pairs, dtype=torch.long, device=canvas.device)] = grads
+        return
     for q, i in enumerate(pairs):
         canvas[i, :, tops[q] : tops[q] + h, lefts[q] : lefts[q] + w] = grads[q]
 
@@ -285,13 +300,16 @@ def reconstruct_topk(
     device: torch.device | str = "cpu",
     image_size: int | None = None,
     max_cell: int = 96,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Reconstructions of each unit's top-k entries, as sprite tiles matching the patches.
 
     Each (unit, rank) entry of ``topk`` (duck-typed :class:`~sitegen.mine.LayerTopK`: ``images``,
     ``rows``, ``cols`` arrays ``[U, k]``, image -1 = empty) is reconstructed at its mined position,
     cut to the same receptive-field box as its patch (:func:`sitegen.analyses.patches.extract_patches`),
-    contrast-normalized with :func:`to_display` and resized to the patch cell.
+    contrast-normalized with :func:`to_display` and resized to the patch cell. Linear and prob
+    layers (whole-image reconstructions) go image by image: a block of distinct images is loaded,
+    each forwarded once, and all the pairs that reference them run as batched backwards.
 
     Args:
         loaded: the network.
@@ -304,51 +322,87 @@ def reconstruct_topk(
         device: where to compute.
         image_size: image side in pixels (default: the model's input size).
         max_cell: cell side cap, as for the patches.
+        progress: called as ``progress(done_pairs, total_pairs)`` after each batch of pairs (well
+            under a second apart at 224 px on a 2-core CPU).
 
     Returns:
         uint8 ``[len(units), k, cell, cell, 3]``; empty entries are mid-grey.
     """
     path, softmax = _resolve(loaded, layer.module if layer.kind != "prob" else layer.name)
     size = int(image_size or loaded.input_size)
-    k = int(np.asarray(topk.images).shape[1])
+    table = np.asarray(topk.images)
+    k = int(table.shape[1])
     cell = _crop.cell_size(_display_size(layer, size), max_cell)
     out = np.full((len(units), k, cell, cell, 3), 128, dtype=np.uint8)
     engine = _Engine(
         _Planner(loaded.module, crop=True, paths=[path]), path, method, softmax=softmax, batch_size=batch_size
     )
     dev = torch.device(device)
+    sel_all = np.asarray([int(u) for u in units], dtype=np.int64)
+    ent_j, ent_r = np.nonzero(table[sel_all] >= 0) if len(sel_all) else (np.zeros(0, int),) * 2
+    total = len(ent_j)
+    done = 0
+
+    def counted(emit: Emit) -> Emit:
+        def call(idx: Tensor, grads: Tensor, tops: Sequence[int], lefts: Sequence[int]) -> None:
+            nonlocal done
+            emit(idx, grads, tops, lefts)
+            done += len(idx)
+            if progress is not None:
+                progress(done, total)
+
+        return call
+
+    def load(indices: Sequence[int] | np.ndarray) -> Tensor:
+        batch = torch.stack([images_by_index(int(i)) for i in indices]).to(dev, torch.float32)
+        return loaded.normalize(batch)
+
+    if layer.kind in ("linear", "prob"):
+        # by image: each distinct image is loaded and forwarded once for all the units that rank it
+        ids = table[sel_all[ent_j], ent_r]
+        distinct, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
+        order = np.argsort(-counts, kind="stable")  # images with as many pairs batch together
+        for b0 in range(0, len(order), _IMAGE_BLOCK):
+            members = order[b0 : b0 + _IMAGE_BLOCK]
+            local = np.full(len(distinct), -1, dtype=np.int64)
+            local[members] = np.arange(len(members))
+            pick = np.nonzero(local[inverse] >= 0)[0]
+            batch = load(distinct[members])
+            zeros = torch.zeros(len(pick), dtype=torch.long)
+            tile = functools.partial(_tile_whole, out, ent_j[pick], ent_r[pick], cell, size)
+            engine.run(
+                batch,
+                torch.from_numpy(local[inverse[pick]]),
+                torch.from_numpy(sel_all[ent_j[pick]]),
+                zeros,
+                zeros,
+                counted(tile),
+            )
+        return out
+
     # a block of units at a time keeps the distinct images in memory bounded (k images per unit)
     block = max(1, 256 // max(k, 1))
     for b0 in range(0, len(units), block):
         sel = [int(u) for u in units[b0 : b0 + block]]
-        img_idx = np.asarray(topk.images)[sel]
+        img_idx = table[sel]
         entries = [(j, r) for j in range(len(sel)) for r in range(k) if img_idx[j, r] >= 0]
         if not entries:
             continue
         wanted = sorted({int(img_idx[j, r]) for j, r in entries})
         slot = {idx: s for s, idx in enumerate(wanted)}
-        batch = torch.stack([images_by_index(i) for i in wanted]).to(dev, torch.float32)
-        batch = loaded.normalize(batch)
+        batch = load(wanted)
         image_of = torch.tensor([slot[int(img_idx[j, r])] for j, r in entries])
         unit_t = torch.tensor([sel[j] for j, _ in entries])
         rows_np, cols_np = np.asarray(topk.rows)[sel], np.asarray(topk.cols)[sel]
         rows = torch.tensor([int(rows_np[j, r]) for j, r in entries])
         cols = torch.tensor([int(cols_np[j, r]) for j, r in entries])
-        if layer.kind in ("linear", "prob"):
-            rows.zero_()
-            cols.zero_()
-        elif bool((rows < 0).any()):  # no mined position: recover the argmax
+        if bool((rows < 0).any()):  # no mined position: recover the argmax
             r2, c2 = engine.locate(batch, image_of, unit_t)
             rows = torch.where(rows < 0, r2, rows)
             cols = torch.where(cols < 0, c2, cols)
-        spatial = layer.kind not in ("linear", "prob")
-        boxes = [
-            _display_box(layer, int(rows[e]), int(cols[e])) if spatial else (0, 0, size, size)
-            for e in range(len(entries))
-        ]
-
+        boxes = [_display_box(layer, int(rows[e]), int(cols[e])) for e in range(len(entries))]
         tile = functools.partial(_tile_into, out[b0 : b0 + len(sel)], entries, boxes, cell)
-        engine.run(batch, image_of, unit_t, rows, cols, tile)
+        engine.run(batch, image_of, unit_t, rows, cols, counted(tile))
     return out
 
 
@@ -408,6 +462,35 @@ def _tile_into(
     for q, e in enumerate(idx.tolist()):
         j, r = entries[e]
         out[j, r] = _crop.fit_cell(_display_tile(arr[q], tops[q], lefts[q], boxes[e]), cell)
+
+
+def _tile_whole(
+    out: np.ndarray,
+    js: np.ndarray,
+    rs: np.ndarray,
+    cell: int,
+    size: int,
+    idx: Tensor,
+    grads: Tensor,
+    tops: Sequence[int],
+    lefts: Sequence[int],
+) -> None:
+    """Emit callback for whole-image pairs: pair ``e`` is drawn into ``out[js[e], rs[e]]``.
+
+    The display scaling runs on the whole batch at once (same float32 arithmetic as
+    :func:`to_display`); only the resize to the cell is per tile.
+    """
+    if tuple(grads.shape[-2:]) != (size, size):  # images of another size: cut to the display box
+        entries = list(zip(js.tolist(), rs.tolist(), strict=True))
+        _tile_into(out, entries, [(0, 0, size, size)] * len(entries), cell, idx, grads, tops, lefts)
+        return
+    g = grads.detach().float()
+    peak = torch.maximum(g.amax(dim=(1, 2, 3), keepdim=True), -g.amin(dim=(1, 2, 3), keepdim=True))
+    peak = torch.where(peak > 0, 2 * peak, torch.inf)  # all zero: 0 / inf + 0.5 is grey, as in to_display
+    scaled = (g / peak).add_(0.5).mul_(255).round_().clamp_(0, 255).to(torch.uint8)
+    tiles = scaled.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    for q, e in enumerate(idx.tolist()):
+        out[js[e], rs[e]] = _crop.fit_cell(tiles[q], cell)
 
 
 def _display_tile(rec: np.ndarray, top: int, left: int, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -563,6 +646,9 @@ class _Engine:
         spatial = len(plan.out_shape) == 3
         if spatial:
             self._check_positions(plan, rows, cols)
+        if plan.rows is None or plan.cols is None:
+            self._whole(images, image_of, units, rows, cols, emit)
+            return
         # group pairs by crop: (row mode, col mode, height, width) -> [(pair, top, left, row', col')]
         groups: dict[tuple[bool, bool, int, int], list[tuple[int, int, int, int, int]]] = defaultdict(list)
         if plan.rows is not None and plan.cols is not None:
@@ -592,6 +678,61 @@ class _Engine:
                     for s in range(0, len(members), chunk):
                         part = members[s : s + chunk]
                         self._backward(fwd, images, image_of, units, part, h, w, spatial, emit)
+
+    def _whole(
+        self, images: Tensor, image_of: Tensor, units: Tensor, rows: Tensor, cols: Tensor, emit: Emit
+    ) -> None:
+        """Pairs on whole images: each image forwarded once, many pairs per batched backward.
+
+        Images are forwarded up to ``batch_size`` at a time (grouped by :func:`_schedule`) and the graph
+        is retained; backward round ``r`` seeds the ``r``-th pair of every image of the batch at once
+        (its unit's value at its position, zero elsewhere): one autograd backward serves up to
+        ``batch_size`` pairs. That is the bare batched backward of shared/PERFORMANCE.md, plus one
+        forward per image. (A vmapped backward, ``is_grads_batched``, was no faster on 2 cores and
+        needs vmap rules for the ReLU overrides.) Strided convs compute their input gradient by
+        phases, as on the crop path (equal up to float rounding, and faster than oneDNN's).
+        """
+        n = len(image_of)
+        if n == 0:
+            return
+        image_of = image_of.to(torch.long).cpu()
+        counts = torch.bincount(image_of, minlength=images.shape[0])
+        # pairs in image order; image i's pairs are by_image[first[i] : first[i] + counts[i]]
+        by_image = torch.argsort(image_of, stable=True)
+        first = torch.cumsum(counts, 0) - counts
+        # the seed's flat index into the layer's output (channel-major, then row, col)
+        plan = self.plan(images)
+        flat = units.to(torch.long).cpu()
+        if len(plan.out_shape) == 3:
+            h, w = plan.out_shape[1:]
+            flat = (flat * h + rows.to(torch.long).cpu()) * w + cols.to(torch.long).cpu()
+        strided = [m for m in self.model.modules() if _hooks._phase_ok(m)]
+        with (
+            torch.inference_mode(False),
+            torch.enable_grad(),
+            _hooks.truncated(self.model, self.target, self.method) as fwd,
+            _hooks.phase_backward(strided),
+        ):
+            for members, lo, take in _schedule(counts, self.batch_size):
+                rounds = int(take.max())
+                step = torch.arange(rounds)
+                valid = step < take[:, None]  # [image, round]
+                # pair of image j in round r (clamped where the image has none left: masked by valid)
+                pairs = by_image[(first[members] + lo)[:, None] + torch.minimum(step, take[:, None] - 1)]
+                # contiguous (see _backward); a fresh leaf, even when images are inference tensors
+                x = images[members.to(images.device)].contiguous().detach().requires_grad_(True)
+                out = self._output(fwd, x)
+                values = out.detach().reshape(len(members), -1)
+                for r in range(rounds):
+                    loc = valid[:, r].nonzero().flatten()
+                    sel = pairs[loc, r]
+                    at = (loc.to(out.device), flat[sel].to(out.device))
+                    seed = torch.zeros_like(values)
+                    seed[at] = values[at]
+                    (grad,) = torch.autograd.grad(out, x, seed.view_as(out), retain_graph=r < rounds - 1)
+                    if len(sel) < len(members):
+                        grad = grad[at[0]]
+                    emit(sel, grad, [0] * len(sel), [0] * len(sel))
 
     @staticmethod
     def _quantum(span: _crop.Span, pairs: int) -> int:
@@ -640,6 +781,34 @@ class _Engine:
             seed[n, u] = out.detach()[n, u]
         (grad,) = torch.autograd.grad(out, x, seed)
         emit(idx, grad, tops, lefts)
+
+
+def _schedule(
+    counts: Tensor, batch: int, forward_cost: float = 1.0
+) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """Batches of whole-image backward rounds: (images, first pair rank, pairs taken) per batch.
+
+    Image ``i`` has ``counts[i]`` pairs. A batch of up to ``batch`` images is forwarded once and runs
+    ``max(taken)`` backward rounds, each costing a full batch however few of its images still have a
+    pair: the images with the most pairs left go together, and the rounds are capped where an idle
+    image slot would cost more than forwarding the images with more pairs again later
+    (``forward_cost``: a forward per image, in backward slots; alexnet at 224 px: about 0.8).
+    """
+    pool = [(int(c), i, 0) for i, c in enumerate(counts.tolist()) if c > 0]
+    while pool:
+        pool.sort(key=lambda t: -t[0])  # stable: image order among equal counts
+        top, pool = pool[:batch], pool[batch:]
+        left = [c for c, _, _ in top]
+        cost = {
+            r: sum(r - min(c, r) for c in left) + forward_cost * sum(c > r for c in left) for r in set(left)
+        }
+        rounds = min(cost, key=lambda r: (cost[r], -r))
+        yield (
+            torch.tensor([i for _, i, _ in top]),
+            torch.tensor([lo for _, _, lo in top]),
+            torch.tensor([min(c, rounds) for c in left]),
+        )
+        pool.extend((c - rounds, i, lo + rounds) for c, i, lo in top if c > rounds)
 
 
 def _chain(steps: Sequence[_hooks.Step], x: Tensor, out: Tensor) -> list[nn.Module] | None:
