@@ -289,9 +289,15 @@ def diff(
 
 @app.command()
 def publish(
-    site: Annotated[Path, typer.Argument(help="Site folder to publish.")] = Path("output/site"),
-    remote: Annotated[str, typer.Option(help="Git remote to push to.")] = "origin",
-    branch: Annotated[str, typer.Option(help="Branch to publish to.")] = "gh-pages",
+    site: Annotated[
+        Path | None, typer.Argument(help="Site folder to publish (default: the spec's output/site).")
+    ] = None,
+    spec: Annotated[
+        Path,
+        typer.Option(help="Spec whose publish: section gives the defaults (unused when absent)."),
+    ] = Path("experiments.yaml"),
+    remote: Annotated[str | None, typer.Option(help="Git remote to push to (spec, else origin).")] = None,
+    branch: Annotated[str | None, typer.Option(help="Branch to publish to (spec, else gh-pages).")] = None,
     cname: Annotated[str | None, typer.Option(help="Custom domain, written as CNAME.")] = None,
     message: Annotated[
         str | None,
@@ -304,18 +310,26 @@ def publish(
     debug: DebugOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Publish a finished site to a gh-pages branch (ghp-import; .nojekyll; version + spec stamp)."""
+    """Publish a finished site to a gh-pages branch (ghp-import; .nojekyll; version + spec stamp).
+
+    Flags override the spec's ``publish:`` section, which overrides the built-in defaults.
+    """
     _setup_logging(quiet, debug)
     with _user_errors(debug):
         from sitegen.publish import publish as run_publish
+        from sitegen.spec import PublishSpec, load_spec
 
+        conf, out = PublishSpec(), Path("output")
+        if spec.is_file():
+            loaded = load_spec(spec)
+            conf, out = loaded.publish, loaded.output
         r = run_publish(
-            site,
+            site if site is not None else out / "site",
             repo_dir=Path.cwd(),
-            remote=remote,
-            branch=branch,
-            cname=cname,
-            message=message,
+            remote=remote or conf.remote,
+            branch=branch or conf.branch,
+            cname=cname if cname is not None else conf.cname,
+            message=message if message is not None else conf.message,
             push=not no_push,
             force=force,
         )

@@ -298,3 +298,28 @@ def test_cli_publish_and_its_refusal(
     bad = CliRunner().invoke(app, ["publish", str(site), "--remote", "upstream"])
     assert bad.exit_code == 2
     assert "upstream" in bad.output and "Traceback" not in bad.output
+
+
+def test_cli_publish_reads_the_spec_publish_section(
+    site: Path, work: Path, bare: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`publish:` in the spec gives branch, CNAME and the site folder (its output:); flags override."""
+    from typer.testing import CliRunner
+
+    from sitegen.cli import app
+
+    spec = work / "experiments.yaml"
+    spec.write_text(
+        f"output: {site.parent}\n"
+        "datasets: {d: {builtin: doodles}}\n"
+        "networks: {n: {arch: 'zoo:alexnet_small', dataset: d}}\n"
+        "publish: {branch: pages, cname: spec.example.org}\n"
+    )
+    monkeypatch.chdir(work)
+    result = CliRunner().invoke(app, ["publish"])
+    assert result.exit_code == 0, result.output
+    assert "origin/pages" in result.output
+    assert git(bare, "show", "pages:CNAME") == "spec.example.org"
+    again = CliRunner().invoke(app, ["publish", "--branch", "other", "--cname", "flag.example.org"])
+    assert again.exit_code == 0, again.output
+    assert git(bare, "show", "other:CNAME") == "flag.example.org"
