@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,22 @@ from sitegen.models._api import LayerInfo, LoadedModel
 
 SIZE = 24
 SHIFTS = [-6.0, -3.0, 0.0, 3.0, 6.0]  # keep the blob (rows 8..15) inside the image
+
+
+U32 = float(np.finfo(np.float32).eps) / 2  # float32 unit roundoff, 2**-24
+INVARIANT_REDUCTIONS = (27, 4)  # terms per output: conv 3*3*3, linear 4
+POSITIONAL_REDUCTIONS = (27, 4 * SIZE * SIZE, 8)  # conv, fc1 over the flattened map, fc2
+
+
+def f32_tol(scale: float | np.ndarray, *reductions: int) -> float | np.ndarray:
+    """How far a float32 result may sit from its exact value, or from another float32 order (issue 11).
+
+    Per layer, a sum of n products errs by about sqrt(n) units of roundoff of the values' scale
+    (Higham & Mary 2019, probabilistic bound); 8x that for headroom. It follows the values and the
+    reductions, not one torch build's rounding. Here the scale is a feature vector's norm: an
+    invariance that does not hold moves features by a sizeable share of it.
+    """
+    return 8 * sum(math.sqrt(n) for n in reductions) * U32 * scale
 
 
 def _loaded(net: nn.Module, layers: tuple[LayerInfo, ...]) -> LoadedModel:
@@ -67,22 +85,26 @@ def test_translation_invariant_net_is_flat_and_positional_net_is_not() -> None:
     t = flat.curves["translation"]
     assert t.unit == "px" and t.distance.shape == (3, 2, 5) and t.true_prob.shape == (2, 5)
     np.testing.assert_array_equal(t.amounts, SHIFTS)
-    # after global max pooling: the same features wherever the blob is, so the same probabilities
-    np.testing.assert_allclose(t.distance[1:], 0.0, atol=1e-5)
-    np.testing.assert_allclose(t.true_prob, np.repeat(flat.base_true_prob[:, None], 5, axis=1), rtol=1e-5)
+    # after global max pooling: the same features wherever the blob is, so the same probabilities,
+    # up to float32 roundoff of each layer's scale (a shifted input may be summed in another order)
+    zero = f32_tol(flat.base_norm[:, :, None], *INVARIANT_REDUCTIONS)  # [L, B, 1]
+    assert (t.distance[1:] <= zero[1:]).all(), (t.distance[1:], zero[1:])
+    p_tol = 2 * f32_tol(float(flat.base_norm[2].max()), *INVARIANT_REDUCTIONS)  # fc = the logits
+    np.testing.assert_allclose(t.true_prob, np.repeat(flat.base_true_prob[:, None], 5, axis=1), atol=p_tol)
     # conv1 is equivariant, not invariant: its map moves with the blob
     moved = np.array(SHIFTS) != 0
-    assert (t.relative[0][:, moved] > 0.1).all() and (t.distance[0][:, ~moved] < 1e-5).all()
+    assert (t.relative[0][:, moved] > 0.1).all() and (t.distance[0][:, ~moved] <= zero[0]).all()
     np.testing.assert_allclose(t.relative, t.distance / flat.base_norm[:, :, None], rtol=1e-5)
 
     positional = invariance(_positional_net(), images, labels, layers=["conv1", "fc2"], **kw)
     t = positional.curves["translation"]
+    zero = f32_tol(positional.base_norm[:, :, None], *POSITIONAL_REDUCTIONS)
     assert (t.relative[1][:, moved] > 1e-3).all()
-    np.testing.assert_allclose(t.distance[:, :, ~moved], 0.0, atol=1e-5)
+    assert (t.distance[:, :, ~moved] <= zero).all()
     # the identity amounts of the other kinds change nothing either
-    np.testing.assert_allclose(positional.curves["rotation"].distance[..., 0], 0.0, atol=1e-5)
-    np.testing.assert_allclose(positional.curves["scale"].distance[..., 0], 0.0, atol=1e-5)
-    assert (positional.curves["rotation"].distance[..., 1] > 0).all()
+    assert (positional.curves["rotation"].distance[..., :1] <= zero).all()
+    assert (positional.curves["scale"].distance[..., :1] <= zero).all()
+    assert (positional.curves["rotation"].distance[..., 1] > 100 * zero[..., 0]).all()
 
 
 def test_a_background_only_image_is_invariant_to_everything() -> None:
@@ -94,9 +116,13 @@ def test_a_background_only_image_is_invariant_to_everything() -> None:
     )
     assert res.layers == ("conv1", "fc1")  # default: first layer and the linear before the output
     np.testing.assert_allclose(res.fill, 0.8)
+    zero = f32_tol(res.base_norm[:, :, None], *POSITIONAL_REDUCTIONS)  # float32 roundoff of each layer
+    # fc1 feeds fc2 (8 terms) and the softmax: |d prob| <= 2 max |d logit| <= 2 * ||W2|| * d fc1
+    w2 = float(torch.linalg.matrix_norm(_positional_net().module[5].weight.detach(), ord=2))
+    p_tol = 2 * w2 * float(zero[1].max()) + 2 * f32_tol(w2 * float(res.base_norm[1].max()), 8)
     for curves in res.curves.values():
-        np.testing.assert_allclose(curves.distance, 0.0, atol=1e-5)
-        np.testing.assert_allclose(curves.true_prob[0], res.base_true_prob[0], rtol=1e-5)
+        assert (curves.distance <= zero).all(), (curves.distance, zero)
+        np.testing.assert_allclose(curves.true_prob[0], res.base_true_prob[0], rtol=0, atol=p_tol)
 
 
 def test_batches_of_any_size_agree_and_kinds_can_be_skipped() -> None:
@@ -105,9 +131,10 @@ def test_batches_of_any_size_agree_and_kinds_can_be_skipped() -> None:
     small = invariance(_positional_net(), images, [0, 1, 2], batch_size=2, **kw)
     large = invariance(_positional_net(), images, [0, 1, 2], batch_size=64, **kw)
     assert list(small.curves) == ["translation", "scale"]
+    # float sums depend on the batch composition: both sides within float32 roundoff of the features
+    tol = 2 * f32_tol(large.base_norm[:, :, None], *POSITIONAL_REDUCTIONS)  # [L, B, 1]
     for kind in small.curves:
-        # float sums depend on the batch composition: agree to ~1e-6 of the distances' scale (~10)
-        np.testing.assert_allclose(small.curves[kind].distance, large.curves[kind].distance, atol=1e-4)
+        assert (np.abs(small.curves[kind].distance - large.curves[kind].distance) <= tol).all()
         np.testing.assert_array_equal(small.curves[kind].top_class, large.curves[kind].top_class)
 
 
