@@ -3,7 +3,8 @@
 The site is served under a sub-path (``/REPO/``, as on GitHub project pages) by a local HTTP server,
 so any root-absolute URL would show up as a 404. One browser page is shared by all tests (parsing
 plotly.min.js costs seconds). Screenshots of every page kind land in ``test-artifacts/`` (git-ignored),
-with one per issue-7 technique section (``technique-*.png``).
+with one per issue-7 technique section (``technique-*.png``) and, for issue 14, one per page kind at
+1920×1080 and at 390×844 (``<kind>-1920.png``, ``<kind>-390.png``), each checked for sideways scrolling.
 
 Skipped when chromium or playwright is missing, except under CI (env ``CI`` set), where that fails.
 """
@@ -39,6 +40,9 @@ PAGES = {
     "diff": "diff/tiny-alex@epoch-1--tiny-alex@epoch-2/index.html",
     "evolution": "tiny-alex/evolution/index.html",
     "evolution-layer": "tiny-alex/evolution/conv2.html",
+    "layer-fc": "tiny-vgg/fc6/index.html",  # a sprite without a patches panel (issue 14)
+    "unit-fc": "tiny-vgg/fc6/unit-0001.html",
+    "unit-prob": "tiny-vgg/prob/unit-0003.html",
 }
 
 
@@ -58,8 +62,23 @@ def _require_browser() -> None:
 
 
 class _Quiet(SimpleHTTPRequestHandler):
+    """Serves the site; like GitHub Pages, a missing URL under /REPO/ gets REPO/404.html (status 404)."""
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        page = Path(self.directory) / "REPO" / "404.html"
+        if code != 404 or not self.path.startswith("/REPO/") or not page.is_file():
+            super().send_error(code, message, explain)
+            return
+        body = page.read_bytes()
+        self.send_response(404)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
 
 @pytest.fixture(scope="session")
@@ -365,3 +384,285 @@ def test_layer_page_feature_visualization_grid(browser: Browser, served: tuple[s
     page.locator("#featvis .fv-grid a").nth(3).click()
     page.wait_for_url(re.compile(r"/REPO/tiny-alex/conv2/unit-0003\.html$"))
     assert not browser.errors, browser.errors
+
+
+# --- issue 14: legible on a projector and on a phone, zoomable, accessible ------------------------------
+
+VIEWPORTS = {"1920": (1920, 1080), "390": (390, 844)}
+DEFAULT_VIEWPORT = {"width": 1400, "height": 900}
+
+
+@pytest.fixture()
+def viewport(browser: Browser) -> Iterator[Any]:
+    """Set the shared page's viewport for one test; back to the default (and presentation mode off) after."""
+
+    def set_size(width: int, height: int) -> None:
+        browser.page.set_viewport_size({"width": width, "height": height})
+
+    try:
+        yield set_size
+    finally:
+        browser.page.set_viewport_size(DEFAULT_VIEWPORT)
+        browser.page.evaluate("() => { try { localStorage.removeItem('sitegen-present'); } catch (e) {} }")
+
+
+_OVERFLOW = """() => Array.from(document.querySelectorAll('main *, header *, footer *'))
+    .filter(e => e.getBoundingClientRect().right > innerWidth + 0.5 && !e.closest('.scroll-x, .js-plotly-plot'))
+    .slice(0, 5).map(e => e.tagName.toLowerCase() + '.' + e.className + ' → ' + Math.round(e.getBoundingClientRect().right))"""
+
+
+@pytest.mark.parametrize("size", list(VIEWPORTS))
+@pytest.mark.parametrize("kind", [*PAGES, "404"])
+def test_screenshot_without_horizontal_overflow(
+    browser: Browser, served: tuple[str, Path], viewport: Any, kind: str, size: str
+) -> None:
+    """Every page kind at 1920×1080 (projector) and 390×844 (phone): nothing scrolls sideways
+    (the network page was 459 px wide at 390). The screenshots are for a person to look at."""
+    base, _site = served
+    viewport(*VIEWPORTS[size])
+    page = browser.open(base + PAGES.get(kind, "404.html"))
+    width = page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
+    assert width[0] <= width[1], (kind, size, width, page.evaluate(_OVERFLOW))
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{kind}-{size}.png"), full_page=True)
+    errors = browser.errors
+    if kind == "404":  # its script asks http://host/index.html (not the atlas here) before /REPO/
+        errors = [e for e in errors if "404" not in e]
+    assert not errors, errors
+
+
+def _px(page: Any, selector: str, prop: str = "width") -> list[float]:
+    return page.locator(selector).evaluate_all(
+        f"els => els.map(e => e.getBoundingClientRect().{prop})"
+    )
+
+
+def test_projector_sizes_at_1920(browser: Browser, served: tuple[str, Path], viewport: Any) -> None:
+    base, _site = served
+    viewport(1920, 1080)
+    page = browser.open(base + PAGES["network"])
+    # the content column uses the screen (it left 31 % empty)
+    main = page.locator("main").bounding_box()
+    assert main and main["width"] >= 0.94 * 1920
+    assert page.evaluate("parseFloat(getComputedStyle(document.body).fontSize)") >= 17
+    # chart ticks and axis titles are readable from the back of the room
+    tick = page.locator("#fig-overall .xtick text").first.evaluate("t => parseFloat(t.style.fontSize)")
+    title = page.locator("#fig-overall .ytitle").first.evaluate("t => parseFloat(t.style.fontSize)")
+    assert tick >= 14 and title >= 15
+    assert min(_px(page, "#bias img.tiny")) >= 48  # layer-bias thumbnails (were 28 px)
+    assert min(_px(page, "#gradcam img")) >= 190  # Grad-CAM (were 132 px)
+    assert min(_px(page, "#actmaps .actmap-layer img")) >= 120
+    assert min(_px(page, "#summary .pick-imgs img")) >= 60
+    assert (page.locator("#filters img").bounding_box() or {"width": 0})["width"] >= 400
+    page = browser.open(base + PAGES["layer"])
+    # a tile's sprite holds 2 panels x 3 cells per row: each cell at least 50 px (were ~35)
+    sprite = min(_px(page, "#tiles .sprite"))
+    assert sprite / 6 >= 50
+    assert min(_px(page, "#featvis .fv-grid img")) >= 100  # feature visualizations (were 64 px)
+    page = browser.open(base + PAGES["unit-erf"])
+    assert (page.locator("img.fv").bounding_box() or {"width": 0})["width"] >= 250
+    assert not browser.errors, browser.errors
+
+
+def test_presentation_mode_enlarges_and_sticks(browser: Browser, served: tuple[str, Path], viewport: Any) -> None:
+    base, _site = served
+    viewport(1920, 1080)
+    page = browser.open(base + PAGES["layer"])
+    normal = {
+        "root": page.evaluate("parseFloat(getComputedStyle(document.documentElement).fontSize)"),
+        "tile": _px(page, "#tiles > li")[0],
+        "tick": page.locator("#fig-preference .xtick text").first.evaluate("t => parseFloat(t.style.fontSize)"),
+        "chart": _px(page, "#fig-preference", "height")[0],
+    }
+    assert page.locator("#present-toggle").get_attribute("aria-pressed") == "false"
+    page = browser.open(base + PAGES["layer"] + "?present")
+    assert page.evaluate("document.documentElement.classList.contains('present')")
+    assert page.locator("#present-toggle").get_attribute("aria-pressed") == "true"
+    big = {
+        "root": page.evaluate("parseFloat(getComputedStyle(document.documentElement).fontSize)"),
+        "tile": _px(page, "#tiles > li")[0],
+        "tick": page.locator("#fig-preference .xtick text").first.evaluate("t => parseFloat(t.style.fontSize)"),
+        "chart": _px(page, "#fig-preference", "height")[0],
+    }
+    assert big["root"] >= 1.2 * normal["root"]
+    assert big["tile"] >= 1.3 * normal["tile"]
+    assert big["tick"] >= 1.3 * normal["tick"]
+    assert big["chart"] >= 1.2 * normal["chart"]
+    # it sticks: the next page, without ?present, opens in presentation mode too
+    page = browser.open(base + PAGES["network"])
+    assert page.evaluate("document.documentElement.classList.contains('present')")
+    assert min(_px(page, "#gradcam img")) >= 280
+    # the toggle turns it off, redraws the charts, and that sticks as well
+    page.locator("#present-toggle").click()
+    assert not page.evaluate("document.documentElement.classList.contains('present')")
+    assert page.locator("#present-toggle").get_attribute("aria-pressed") == "false"
+    page.wait_for_function(
+        "parseFloat(document.querySelector('#fig-overall .xtick text').style.fontSize) < 16"
+    )
+    page = browser.open(base + PAGES["layer"])
+    assert not page.evaluate("document.documentElement.classList.contains('present')")
+    page = browser.open(base + PAGES["layer"] + "?present=0")
+    assert not page.evaluate("document.documentElement.classList.contains('present')")
+    assert not browser.errors, browser.errors
+
+
+def _lightbox(page: Any) -> dict[str, Any]:
+    return page.evaluate("""() => {
+        const box = document.getElementById('lightbox');
+        const img = box && box.querySelector('.lb-img');
+        return box ? {open: !box.hidden, caption: document.getElementById('lb-cap').textContent,
+                      width: img ? img.getBoundingClientRect().width : 0,
+                      height: img ? img.getBoundingClientRect().height : 0,
+                      role: box.getAttribute('role'), modal: box.getAttribute('aria-modal'),
+                      focusInside: box.contains(document.activeElement)} : {open: false};
+    }""")
+
+
+def test_lightbox_enlarges_any_image(browser: Browser, served: tuple[str, Path], viewport: Any) -> None:
+    base, _site = served
+    viewport(1400, 900)
+    page = browser.open(base + PAGES["unit"])
+    first = page.locator(".entry .full img").first
+    first.click()
+    box = _lightbox(page)
+    assert box["open"] and box["role"] == "dialog" and box["modal"] == "true" and box["focusInside"]
+    assert box["height"] >= 0.6 * 900 or box["width"] >= 0.8 * 1400  # enlarged to the screen
+    # the section's 27 pictures, in page order: patch, deconvnet, image of rank 1, then rank 2 ...
+    assert box["caption"].startswith("probe image 26 ") and box["caption"].endswith("(3 of 27)")
+    # ←/→ move through them (the sprite cells too) and do not leave the unit page
+    page.keyboard.press("ArrowLeft")
+    moved = _lightbox(page)
+    assert moved["caption"] == "deconvnet of image 26, rank 1 (2 of 27)"
+    assert moved["width"] >= 0.6 * 900
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowLeft")
+    assert _lightbox(page)["caption"].endswith("(27 of 27)")  # wraps around
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    assert _lightbox(page)["caption"].endswith("(3 of 27)")
+    assert page.url.endswith("/unit-0003.html")
+    # Tab stays in the dialog; Esc closes and gives focus back to the image
+    for _ in range(4):
+        page.keyboard.press("Tab")
+        assert _lightbox(page)["focusInside"]
+    page.keyboard.press("Escape")
+    assert not _lightbox(page)["open"]
+    assert page.evaluate("document.activeElement === document.querySelector('.entry .full img')")
+    # keyboard only: focus an image, Enter opens it
+    page.keyboard.press("Enter")
+    assert _lightbox(page)["open"]
+    page.locator(".lb-close").click()
+    assert not _lightbox(page)["open"]
+
+    # an image inside a link keeps its link and gets a zoom button beside it (layer tiles)
+    page = browser.open(base + PAGES["layer"])
+    assert page.locator("#tiles .zoom-btn").count() == 12
+    page.locator("#tiles > li").first.hover()
+    page.locator("#tiles .zoom-btn").first.click()
+    box = _lightbox(page)
+    assert box["open"] and box["caption"].startswith("unit 0: top-9 patches and deconvnet")
+    assert page.url.endswith("/conv2/index.html")
+    page.keyboard.press("Escape")
+    page.locator("#tiles > li a").first.click()  # the tile itself still opens the unit
+    page.wait_for_url(re.compile(r"/REPO/tiny-alex/conv2/unit-0000\.html$"))
+    # every image of the network page can be enlarged: by itself or by a zoom button
+    page = browser.open(base + PAGES["network"])
+    orphans = page.evaluate("""() => Array.from(document.querySelectorAll('main img'))
+        .filter(i => !i.classList.contains('zoomable') && !(i.closest('a') && i.closest('a').nextElementSibling
+                 && i.closest('a').nextElementSibling.classList.contains('zoom-btn')))
+        .map(i => i.alt)""")
+    assert orphans == []
+    assert not browser.errors, browser.errors
+
+
+def test_layer_page_opens_with_its_units_and_provenance_closes_pages(
+    browser: Browser, served: tuple[str, Path], viewport: Any
+) -> None:
+    base, _site = served
+    viewport(1920, 1080)
+    page = browser.open(base + PAGES["layer"])
+    order = page.evaluate("Array.from(document.querySelectorAll('main > section[id]')).map(s => s.id)")
+    assert order[0] == "units" and order[-1] == "about"
+    tile = page.locator("#tiles > li").first.bounding_box()
+    assert tile and tile["y"] < 1080  # a unit tile on the first screen
+    assert page.locator("nav.toc a[href='#units']").count() == 1
+    for kind in ("network", "index"):
+        page = browser.open(base + PAGES[kind])
+        ids = page.evaluate("Array.from(document.querySelectorAll('main section[id]')).map(s => s.id)")
+        assert ids[-1] == "build", (kind, ids)
+        build = page.locator("#build").bounding_box()
+        first = page.locator("#layers" if kind == "network" else ".networks").bounding_box()
+        assert build and first and build["y"] > first["y"] + first["height"], kind  # after the content
+        assert first["y"] < 1080, kind  # what people came for is on the first screen
+    assert not browser.errors, browser.errors
+
+
+def _contrast_js() -> str:
+    return """sel => {
+        const parse = c => {
+            // rgb(a)() in 0..255, or color(srgb r g b / a) in 0..1 (what color-mix() computes to)
+            const m = c.match(/[\\d.]+/g).map(Number);
+            const k = c.startsWith('color(') ? 255 : 1;
+            return [m[0] * k, m[1] * k, m[2] * k, m.length > 3 ? m[3] : 1];
+        };
+        const lin = v => { v /= 255; return v <= 0.04045 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+        const lum = c => 0.2126 * lin(c[0]) + 0.7152 * lin(c[1]) + 0.0722 * lin(c[2]);
+        const over = (top, bottom) => [0, 1, 2].map(i => top[i] * top[3] + bottom[i] * (1 - top[3])).concat([1]);
+        function background(el) {
+            const layers = [];
+            for (let e = el; e; e = e.parentElement) {
+                const c = parse(getComputedStyle(e).backgroundColor);
+                if (c[3] > 0) { layers.push(c); if (c[3] >= 1) { break; } }
+            }
+            let bg = [255, 255, 255, 1];
+            for (let i = layers.length - 1; i >= 0; i -= 1) { bg = over(layers[i], bg); }
+            return bg;
+        }
+        return Array.from(document.querySelectorAll(sel)).filter(e => e.offsetParent && e.textContent.trim()).map(e => {
+            const bg = background(e);
+            const fg = over(parse(getComputedStyle(e).color), bg);
+            const [a, b] = [lum(fg), lum(bg)].sort((x, y) => y - x);
+            return [e.className + ': ' + e.textContent.trim().slice(0, 20), (a + 0.05) / (b + 0.05)];
+        });
+    }"""
+
+
+def test_accessible_charts_headings_and_badge_contrast(
+    browser: Browser, served: tuple[str, Path], viewport: Any
+) -> None:
+    base, _site = served
+    viewport(1400, 900)
+    badges = ".verdict, .chip, .pill, .kicker, .eyebrow, .cell-label, .side-label, .uid, .pur, .grp, .muted, .hint, .rank-h, .evo-ov, .score, .tabs a, .toc a, .present-toggle"
+    for kind in ("network", "layer", "unit", "index", "diff", "compare", "evolution-layer", "unit-fc"):
+        page = browser.open(base + PAGES[kind])
+        # every chart has an accessible name and a text alternative
+        figs = page.locator(".figure").evaluate_all("""els => els.map(d => ({
+            role: d.getAttribute('role'), label: d.getAttribute('aria-label') || '',
+            desc: (document.getElementById(d.getAttribute('aria-describedby') || '') || {}).textContent || ''}))""")
+        for f in figs:
+            assert f["role"] == "img" and len(f["label"]) > 10 and len(f["desc"]) > 3, (kind, f)
+        # headings never skip a level, and there is one h1
+        levels = page.evaluate("Array.from(document.querySelectorAll('h1, h2, h3, h4, h5, h6')).map(h => +h.tagName[1])")
+        assert levels[0] == 1 and levels.count(1) == 1, (kind, levels)
+        assert all(b - a <= 1 for a, b in zip(levels, levels[1:])), (kind, levels)
+        # badges and small labels: WCAG AA contrast for text
+        low = [(name, round(r, 2)) for name, r in page.evaluate(_contrast_js(), badges) if r < 4.5]
+        assert not low, (kind, low[:8])
+    page = browser.open(base + PAGES["network"])
+    label = page.locator("#fig-overall").get_attribute("aria-label")
+    assert label == "Bar chart: mean share of a layer's score (%) by class, most preferred first"
+    assert page.locator("#fig-overall-desc").text_content().startswith("circle: ")
+    assert not browser.errors, browser.errors
+
+
+def test_404_page_links_to_the_atlas_from_any_depth(browser: Browser, served: tuple[str, Path]) -> None:
+    base, _site = served
+    page = browser.page
+    response = page.goto(base + "tiny-alex/conv2/no-such-unit/deeper.html")
+    assert response is not None and response.status == 404
+    assert page.locator("h1").text_content() == "Page not found"
+    page.wait_for_function("document.getElementById('home').getAttribute('href') === '/REPO/index.html'")
+    page.locator("#home").click()
+    page.wait_for_url(re.compile(r"/REPO/index\.html$"))
+    assert page.locator("h1").first.text_content().startswith("Fixture atlas")

@@ -1081,7 +1081,7 @@ def describe(spec: Chart, *, limit: int = 8) -> tuple[str, str]:
                              f"{np.nanmin(z):.3g} to {np.nanmax(z):.3g}")
             continue
         xs, ys = list(t.get("x", [])), list(t.get("y", []))
-        pts = [f"{_fmt(a)} {_fmt(b)}" for a, b in zip(xs[:limit], ys[:limit], strict=False) if b is not None]
+        pts = [f"{_fmt(a)}: {_fmt(b)}" for a, b in zip(xs[:limit], ys[:limit], strict=False) if b is not None]
         more = f" (and {len(xs) - limit} more)" if len(xs) > limit else ""
         parts.append(f"{label + ': ' if label else ''}{', '.join(pts)}{more}")
     return name, "; ".join(p for p in parts if p)[:1200]
