@@ -45,7 +45,6 @@ networks:
     units: 2
 analyses:
   top_k: 2
-  reconstructions: {enabled: false}
   activation_maps: {images: 0}
   gradcam: {enabled: false}
   occlusion: {enabled: false}
@@ -202,8 +201,8 @@ CASES = [
     ),
     Case(
         "typo in a section name",
-        lambda lab, mp: spec(lab, "reconstructions:", "reconstruction:"),
-        ("analyses.reconstruction", "did you mean 'reconstructions'"),
+        lambda lab, mp: spec(lab, "activation_maps:", "activation_map:"),
+        ("analyses.activation_map", "did you mean 'activation_maps'"),
     ),
     Case(
         "wrong type: text for a number",

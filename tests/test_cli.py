@@ -166,7 +166,6 @@ def test_render_without_build_is_a_clear_error(tmp_path: Path) -> None:
 QUICK = """\
 analyses:
   top_k: 2
-  reconstructions: {enabled: false}
   activation_maps: {images: 0}
   gradcam: {enabled: false}
   occlusion: {enabled: false}
