@@ -274,7 +274,7 @@ def test_diff_page_content(site: Path) -> None:
     assert set(re.findall(r'data-figure="([^"]+)-data"', text)) == {"fig-diff-overlap", "fig-diff-pref-0"}
     assert len(re.findall(r'<option value="fig-diff-pref-\d-data"', text)) == 4
     assert "<img src=x" not in text and XSS_ESCAPED in text
-    pref = json.loads(_group(r'id="fig-diff-pref-3-data">(.*?)</script>', text))
+    pref = json.loads(_group(r'id="fig-diff-pref-3-data"[^>]*>(.*?)</script>', text))
     assert plotly_text(XSS_CLASS) in pref["data"][0]["x"]
     # Most changed of conv1 (overlap 7 first, then by RBO): 5 (swap too), 2, then 1 and 7 (same RBO).
     conv1 = _group(r'id="layer-0"(.*?)</section>', text)

@@ -348,7 +348,7 @@ def checkpoint_accuracy(names: Sequence[str], accuracy: Sequence[float], *, heig
         "layout": _layout(
             height,
             xaxis={"type": "category", "title": {"text": "checkpoint"}},
-            yaxis={"title": {"text": "top-1 probe accuracy %"}, "range": [0, 105]},
+            yaxis={"title": {"text": "accuracy %"}, "range": [0, 105]},
             margin={"t": 24},
         ),
     }
