@@ -12,7 +12,7 @@ calls it before loading data, training or mining (issue 11): a typo costs second
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from pathlib import Path
 
 import torch
@@ -24,8 +24,6 @@ from sitegen.spec import NetworkSpec, Spec
 from sitegen.store import Store
 
 __all__ = ["check_spec_against_models", "check_output", "unit_problems", "checkpoint_names"]
-
-SPATIAL = ("conv", "block")  # the kinds techniques pick by default (sitegen.techniques.SPATIAL)
 
 
 def check_spec_against_models(spec: Spec) -> dict[str, tuple[LayerInfo, ...]]:
@@ -112,7 +110,7 @@ def _check_network(
             module = build_model(net.arch, n_classes or 2, input_size=size)
         except ModelError as e:
             return [*problems, spec.problem((*where, "arch"), str(e))], None
-    listed: set[str] = set()
+    listed: Set[str] = frozenset()
     try:
         table = layer_table(module, size, net.layers)
     except ModelError as e:
@@ -134,7 +132,7 @@ def unit_problems(
     layers: Sequence[LayerInfo],
     *,
     check_prob: bool = True,
-    listed: set[str] = frozenset(),  # type: ignore[assignment]
+    listed: Set[str] = frozenset(),
 ) -> list[str]:
     """``units:`` must name layers of the network, and unit indices must exist in their layer.
 
@@ -184,7 +182,7 @@ def _listing(indices: list[int]) -> str:
 
 
 def _technique_problems(
-    spec: Spec, net_name: str, layers: Sequence[LayerInfo], listed: set[str]
+    spec: Spec, net_name: str, layers: Sequence[LayerInfo], listed: Set[str]
 ) -> list[str]:
     """Layer names under ``analyses:`` (same rules as :func:`sitegen.techniques.check_layers`)."""
     a = spec.analyses

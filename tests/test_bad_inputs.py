@@ -116,7 +116,8 @@ def folder_data(lab: Path, classes: dict[str, int], *, size: tuple[int, int] = (
         (lab / "data" / cls).mkdir(parents=True, exist_ok=True)
         for i in range(n):
             shade = (37 * i + 11 * len(cls)) % 200
-            Image.new("RGB", size, (shade, 255 - shade, 3 * shade % 256)).save(lab / "data" / cls / f"{i}.png")
+            colour = (shade, 255 - shade, 3 * shade % 256)
+            Image.new("RGB", size, colour).save(lab / "data" / cls / f"{i}.png")
     return spec(lab, DOODLES, "    path: data\n")
 
 
@@ -178,8 +179,9 @@ CASES = [
     Case("spec missing", lambda lab, mp: lab / "nope.yaml", ("nope.yaml", "spec file not found")),
     Case(
         "spec not UTF-8",
-        lambda lab, mp: (lab / "latin1.yaml").write_bytes("title: caf\xe9\n".encode("latin-1"))
-        and lab / "latin1.yaml",
+        lambda lab, mp: (
+            (lab / "latin1.yaml").write_bytes("title: caf\xe9\n".encode("latin-1")) and lab / "latin1.yaml"
+        ),
         ("latin1.yaml", "not UTF-8"),
     ),
     Case("empty spec", lambda lab, mp: spec(lab, SPEC, ""), ("experiments.yaml:1", "expected a mapping")),
@@ -214,7 +216,11 @@ CASES = [
         lambda lab, mp: spec(lab, "classes: [circle, square, star]", "classes: circle"),
         ("datasets.d.classes", "expected 'all', a list of class names"),
     ),
-    Case("value out of range", lambda lab, mp: spec(lab, "top_k: 2", "top_k: 0"), ("analyses.top_k", "got 0")),
+    Case(
+        "value out of range",
+        lambda lab, mp: spec(lab, "top_k: 2", "top_k: 0"),
+        ("analyses.top_k", "got 0"),
+    ),
     Case(
         "bad network name",
         lambda lab, mp: spec(lab, "  net:\n", "  my net:\n"),
@@ -253,8 +259,11 @@ CASES = [
     ),
     Case(
         "train and weights together",
-        lambda lab, mp: spec(lab, NET, NET + "    weights: w.pt\n    train: {epochs: 1}\n")
-        and (lab / "w.pt").write_bytes(b"x") and lab / "experiments.yaml",
+        lambda lab, mp: (
+            spec(lab, NET, NET + "    weights: w.pt\n    train: {epochs: 1}\n")
+            and (lab / "w.pt").write_bytes(b"x")
+            and lab / "experiments.yaml"
+        ),
         ("networks.net.train", "drop weights/checkpoints"),
     ),
     Case(
@@ -291,22 +300,28 @@ CASES = [
     ),
     Case(
         "unknown folder class",
-        lambda lab, mp: folder_data(lab, {"cats": 3, "dogs": 3})
-        and spec(lab, "    path: data\n", "    path: data\n    classes: [cats, dgos]\n"),
+        lambda lab, mp: (
+            folder_data(lab, {"cats": 3, "dogs": 3})
+            and spec(lab, "    path: data\n", "    path: data\n    classes: [cats, dgos]\n")
+        ),
         ("datasets.d", "'dgos' (did you mean 'dogs'?)"),
     ),
     Case(
         "a class folder of only corrupt files",
-        lambda lab, mp: folder_data(lab, {"cats": 3, "dogs": 0})
-        and [(lab / "data" / "dogs" / f"{i}.png").write_bytes(b"\x89PNG broken") for i in range(3)]
-        and lab / "experiments.yaml",
+        lambda lab, mp: (
+            folder_data(lab, {"cats": 3, "dogs": 0})
+            and [(lab / "data" / "dogs" / f"{i}.png").write_bytes(b"\x89PNG broken") for i in range(3)]
+            and lab / "experiments.yaml"
+        ),
         ("dataset 'd'", "dogs", "has no readable image"),
     ),
     Case(
         "a class folder without images",
-        lambda lab, mp: folder_data(lab, {"cats": 3, "dogs": 0})
-        and (lab / "data" / "dogs" / "notes.txt").write_text("no images")
-        and lab / "experiments.yaml",
+        lambda lab, mp: (
+            folder_data(lab, {"cats": 3, "dogs": 0})
+            and (lab / "data" / "dogs" / "notes.txt").write_text("no images")
+            and lab / "experiments.yaml"
+        ),
         ("dogs", "has no readable image"),
     ),
     Case(
@@ -337,8 +352,10 @@ CASES = [
     ),
     Case(
         "every spec problem at once",
-        lambda lab, mp: spec(lab, "    units: 2\n", "    units: {conv1: [40], fc9: 1}\n    layers: [conv1, c3]\n")
-        and spec(lab, "gradcam: {enabled: false}", "gradcam: {layer: conv_5}"),
+        lambda lab, mp: (
+            spec(lab, "    units: 2\n", "    units: {conv1: [40], fc9: 1}\n" + "    layers: [conv1, c3]\n")
+            and spec(lab, "gradcam: {enabled: false}", "gradcam: {layer: conv_5}")
+        ),
         ("units.conv1", "units.fc9", "networks.net.layers", "analyses.gradcam.layer"),
         lines=4,
     ),
@@ -349,8 +366,10 @@ CASES = [
     ),
     Case(
         "unknown torchvision weights name",
-        lambda lab, mp: spec(lab, NET, TV_ALEXNET + "    weights: IMAGENET1K_V9\n")
-        and spec(lab, "image_size: 32", "image_size: 64"),  # AlexNet takes 63 px and up
+        lambda lab, mp: (
+            spec(lab, NET, TV_ALEXNET + "    weights: IMAGENET1K_V9\n")
+            and spec(lab, "image_size: 32", "image_size: 64")
+        ),  # AlexNet takes 63 px and up
         ("networks.net.weights", "unknown weights 'IMAGENET1K_V9' for alexnet"),
     ),
     Case(
@@ -360,8 +379,10 @@ CASES = [
     ),
     Case(
         "checkpoint damaged",
-        lambda lab, mp: (lab / "junk.pt").write_bytes(b"not a checkpoint at all")
-        and spec(lab, NET, NET + "    weights: junk.pt\n"),
+        lambda lab, mp: (
+            (lab / "junk.pt").write_bytes(b"not a checkpoint at all")
+            and spec(lab, NET, NET + "    weights: junk.pt\n")
+        ),
         ("junk.pt", "cannot read checkpoint"),
     ),
     Case(
@@ -371,8 +392,10 @@ CASES = [
     ),
     Case(
         "a plain pickle, not torch.save",
-        lambda lab, mp: (lab / "plain.pkl").write_bytes(pickle.dumps({"w": RunsCode()}, protocol=4))
-        and spec(lab, NET, NET + "    checkpoints: {plain: plain.pkl}\n"),
+        lambda lab, mp: (
+            (lab / "plain.pkl").write_bytes(pickle.dumps({"w": RunsCode()}, protocol=4))
+            and spec(lab, NET, NET + "    checkpoints: {plain: plain.pkl}\n")
+        ),
         ("plain.pkl",),
     ),
     Case(

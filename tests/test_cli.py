@@ -265,9 +265,13 @@ def test_lazy_modules_train_and_build(tmp_path: Path) -> None:
 
 def test_the_spec_folder_is_importable(tmp_path: Path) -> None:
     (tmp_path / "mynets_cli.py").write_text(LENET.replace("LazyLinear(24)", "Linear(6 * 14 * 14, 24)"))
-    path = write(tmp_path, TINY.replace("zoo:alexnet_small", "mynets_cli:LeNet").replace(
-        "    train: {epochs: 1, batch_size: 8}\n", ""
-    ) + QUICK)
+    path = write(
+        tmp_path,
+        TINY.replace("zoo:alexnet_small", "mynets_cli:LeNet").replace(
+            "    train: {epochs: 1, batch_size: 8}\n", ""
+        )
+        + QUICK,
+    )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = runner.invoke(app, ["build", str(path)], env=env)
     assert result.exit_code == 0, result.output
