@@ -586,8 +586,10 @@ def test_output_units_are_titled_by_their_class(site: Path) -> None:
         text = (site / f"tiny-vgg/prob/unit-{u:04d}.html").read_text(encoding="utf-8")
         assert f"<h1>Unit {u} · {name}</h1>" in text
         assert f"<title>tiny-vgg · prob · unit {u} · {name} · " in text
-    # fc6 has 16 units for 6 classes: not an output layer
+    # their tiles say it too; fc6 has 16 units for 6 classes: not an output layer
+    assert '<span class="uid">#0003 · cross</span>' in (site / "tiny-vgg/prob/index.html").read_text("utf-8")
     assert "<h1>Unit 3</h1>" in (site / "tiny-vgg/fc6/unit-0003.html").read_text(encoding="utf-8")
+    assert '<span class="uid">#0003</span>' in (site / "tiny-vgg/fc6/index.html").read_text("utf-8")
 
 
 def test_a_sampled_layer_says_how_the_sample_was_chosen(site: Path) -> None:
@@ -595,6 +597,8 @@ def test_a_sampled_layer_says_how_the_sample_was_chosen(site: Path) -> None:
     assert "12 of the layer&#39;s 16 units have pages" in text
     assert "a random sample drawn once from the build&#39;s seed and the layer&#39;s name" in text
     assert "<dd>12 (a sample)</dd>" in text
+    net = (site / "tiny-vgg/index.html").read_text(encoding="utf-8")
+    assert "Units “12 of 16”: pages for a sample of the layer&#39;s units, drawn once at random" in net
     conv = (site / "tiny-vgg/conv1/index.html").read_text(encoding="utf-8")
     assert "random sample" not in conv and "(a sample)" not in conv
 

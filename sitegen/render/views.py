@@ -9,7 +9,9 @@ then only loop and branch; all numbers are formatted here and every URL is a sit
 Site layout (also in docs/INTERNALS.md, "The site layout"):
 
 ```
-index.html                     build, datasets, networks, comparisons
+index.html                     networks, comparisons, diffs, datasets; the build closes it
+404.html                       GitHub Pages' answer to any missing URL: self-contained (inline
+                               style), its script finds the atlas root (templates/404.html)
 compare/<dataset>.html         networks of one dataset side by side
 img/<dataset>/<idx>.png        probe images (only those a page shows)
 <net>/index.html               network page of the LAST atlas checkpoint (stable URLs)
@@ -854,6 +856,16 @@ class _Planner:
             tabs=tabs if len(tabs) > 1 else (),
             related=self.related[net.name],
             layers=tuple(rows),
+            layers_note=next(
+                (
+                    f"Units “{r.units}”: pages for a sample of the layer's units, drawn once at random "
+                    "from the build's seed and the layer's name (the same units in every build and "
+                    "checkpoint), unless the spec's units: lists them."
+                    for r in rows
+                    if " of " in r.units
+                ),
+                "",
+            ),
             bias=self._bias_rows(ck, ds),
             figures=figures,
             training=training,
@@ -1047,7 +1059,7 @@ class _Planner:
             tiles.append(
                 UnitTile(
                     unit=u,
-                    label=f"{u:04d}",
+                    label=f"{u:04d} · {ds.chips[u].name}" if output and u < len(ds.chips) else f"{u:04d}",
                     href=unit_path[u],
                     sprite=sprite_img,
                     thumbs=thumbs,
