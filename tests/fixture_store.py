@@ -8,7 +8,8 @@ What it holds: one dataset (``shapes``: procedurally drawn line sketches, 6 clas
 it — ``tiny-alex`` (checkpoints epoch-1 and epoch-2, both with atlas pages, training history, filter
 weights) and ``tiny-vgg`` (one checkpoint, no weights.npz) — each with layers conv1 (conv), conv2
 (conv), fc6 (linear) and prob, unit sprites with two panels (patches, deconvnet; prob has patches
-only; tiny-vgg's fc6 has deconvnet only, as builds store linear layers), a filter grid for conv1 and activation maps of three probe images. ``tiny-alex``'s last
+only; tiny-vgg's fc6 has deconvnet only, as builds store linear layers), a filter grid for conv1
+and activation maps of three probe images. ``tiny-alex``'s last
 checkpoint (epoch-2 by default) also has the seven issue-7 technique files (:func:`_write_techniques`,
 :data:`TECHNIQUES` in its manifest): Grad-CAM at conv2 (one probe image per class), occlusion maps of
 five probe images (the fifth of class 4, the XSS class when ``xss``), a t-SNE-like embedding of all

@@ -407,8 +407,11 @@ def viewport(browser: Browser) -> Iterator[Any]:
 
 
 _OVERFLOW = """() => Array.from(document.querySelectorAll('main *, header *, footer *'))
-    .filter(e => e.getBoundingClientRect().right > innerWidth + 0.5 && !e.closest('.scroll-x, .js-plotly-plot'))
-    .slice(0, 5).map(e => e.tagName.toLowerCase() + '.' + e.className + ' → ' + Math.round(e.getBoundingClientRect().right))"""
+    .filter(e => e.getBoundingClientRect().right > innerWidth + 0.5
+                 && !e.closest('.scroll-x, .js-plotly-plot'))
+    .slice(0, 5)
+    .map(e => e.tagName.toLowerCase() + '.' + e.className + ' → '
+              + Math.round(e.getBoundingClientRect().right))"""
 
 
 @pytest.mark.parametrize("size", list(VIEWPORTS))
@@ -432,9 +435,7 @@ def test_screenshot_without_horizontal_overflow(
 
 
 def _px(page: Any, selector: str, prop: str = "width") -> list[float]:
-    return page.locator(selector).evaluate_all(
-        f"els => els.map(e => e.getBoundingClientRect().{prop})"
-    )
+    return page.locator(selector).evaluate_all(f"els => els.map(e => e.getBoundingClientRect().{prop})")
 
 
 def test_projector_sizes_at_1920(browser: Browser, served: tuple[str, Path], viewport: Any) -> None:
@@ -464,14 +465,18 @@ def test_projector_sizes_at_1920(browser: Browser, served: tuple[str, Path], vie
     assert not browser.errors, browser.errors
 
 
-def test_presentation_mode_enlarges_and_sticks(browser: Browser, served: tuple[str, Path], viewport: Any) -> None:
+def test_presentation_mode_enlarges_and_sticks(
+    browser: Browser, served: tuple[str, Path], viewport: Any
+) -> None:
     base, _site = served
     viewport(1920, 1080)
     page = browser.open(base + PAGES["layer"])
     normal = {
         "root": page.evaluate("parseFloat(getComputedStyle(document.documentElement).fontSize)"),
         "tile": _px(page, "#tiles > li")[0],
-        "tick": page.locator("#fig-preference .xtick text").first.evaluate("t => parseFloat(t.style.fontSize)"),
+        "tick": page.locator("#fig-preference .xtick text").first.evaluate(
+            "t => parseFloat(t.style.fontSize)"
+        ),
         "chart": _px(page, "#fig-preference", "height")[0],
     }
     assert page.locator("#present-toggle").get_attribute("aria-pressed") == "false"
@@ -481,7 +486,9 @@ def test_presentation_mode_enlarges_and_sticks(browser: Browser, served: tuple[s
     big = {
         "root": page.evaluate("parseFloat(getComputedStyle(document.documentElement).fontSize)"),
         "tile": _px(page, "#tiles > li")[0],
-        "tick": page.locator("#fig-preference .xtick text").first.evaluate("t => parseFloat(t.style.fontSize)"),
+        "tick": page.locator("#fig-preference .xtick text").first.evaluate(
+            "t => parseFloat(t.style.fontSize)"
+        ),
         "chart": _px(page, "#fig-preference", "height")[0],
     }
     assert big["root"] >= 1.2 * normal["root"]
@@ -569,7 +576,8 @@ def test_lightbox_enlarges_any_image(browser: Browser, served: tuple[str, Path],
     # every image of the network page can be enlarged: by itself or by a zoom button
     page = browser.open(base + PAGES["network"])
     orphans = page.evaluate("""() => Array.from(document.querySelectorAll('main img'))
-        .filter(i => !i.classList.contains('zoomable') && !(i.closest('a') && i.closest('a').nextElementSibling
+        .filter(i => !i.classList.contains('zoomable')
+                 && !(i.closest('a') && i.closest('a').nextElementSibling
                  && i.closest('a').nextElementSibling.classList.contains('zoom-btn')))
         .map(i => i.alt)""")
     assert orphans == []
@@ -608,7 +616,8 @@ def _contrast_js() -> str:
         };
         const lin = v => { v /= 255; return v <= 0.04045 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
         const lum = c => 0.2126 * lin(c[0]) + 0.7152 * lin(c[1]) + 0.0722 * lin(c[2]);
-        const over = (top, bottom) => [0, 1, 2].map(i => top[i] * top[3] + bottom[i] * (1 - top[3])).concat([1]);
+        const over = (top, bottom) =>
+            [0, 1, 2].map(i => top[i] * top[3] + bottom[i] * (1 - top[3])).concat([1]);
         function background(el) {
             const layers = [];
             for (let e = el; e; e = e.parentElement) {
@@ -619,7 +628,9 @@ def _contrast_js() -> str:
             for (let i = layers.length - 1; i >= 0; i -= 1) { bg = over(layers[i], bg); }
             return bg;
         }
-        return Array.from(document.querySelectorAll(sel)).filter(e => e.offsetParent && e.textContent.trim()).map(e => {
+        const shown = Array.from(document.querySelectorAll(sel))
+            .filter(e => e.offsetParent && e.textContent.trim());
+        return shown.map(e => {
             const bg = background(e);
             const fg = over(parse(getComputedStyle(e).color), bg);
             const [a, b] = [lum(fg), lum(bg)].sort((x, y) => y - x);
@@ -633,19 +644,25 @@ def test_accessible_charts_headings_and_badge_contrast(
 ) -> None:
     base, _site = served
     viewport(1400, 900)
-    badges = ".verdict, .chip, .pill, .kicker, .eyebrow, .cell-label, .side-label, .uid, .pur, .grp, .muted, .hint, .rank-h, .evo-ov, .score, .tabs a, .toc a, .present-toggle"
+    badges = (
+        ".verdict, .chip, .pill, .kicker, .eyebrow, .cell-label, .side-label, .uid, .pur, .grp, .muted, "
+        ".hint, .rank-h, .evo-ov, .score, .tabs a, .toc a, .present-toggle"
+    )
     for kind in ("network", "layer", "unit", "index", "diff", "compare", "evolution-layer", "unit-fc"):
         page = browser.open(base + PAGES[kind])
         # every chart has an accessible name and a text alternative
         figs = page.locator(".figure").evaluate_all("""els => els.map(d => ({
             role: d.getAttribute('role'), label: d.getAttribute('aria-label') || '',
-            desc: (document.getElementById(d.getAttribute('aria-describedby') || '') || {}).textContent || ''}))""")
+            desc: (document.getElementById(d.getAttribute('aria-describedby') || '') || {}).textContent
+                  || ''}))""")
         for f in figs:
             assert f["role"] == "img" and len(f["label"]) > 10 and len(f["desc"]) > 3, (kind, f)
         # headings never skip a level, and there is one h1
-        levels = page.evaluate("Array.from(document.querySelectorAll('h1, h2, h3, h4, h5, h6')).map(h => +h.tagName[1])")
+        levels = page.evaluate(
+            "Array.from(document.querySelectorAll('h1, h2, h3, h4, h5, h6')).map(h => +h.tagName[1])"
+        )
         assert levels[0] == 1 and levels.count(1) == 1, (kind, levels)
-        assert all(b - a <= 1 for a, b in zip(levels, levels[1:])), (kind, levels)
+        assert all(b - a <= 1 for a, b in zip(levels, levels[1:], strict=False)), (kind, levels)
         # badges and small labels: WCAG AA contrast for text
         low = [(name, round(r, 2)) for name, r in page.evaluate(_contrast_js(), badges) if r < 4.5]
         assert not low, (kind, low[:8])

@@ -554,7 +554,9 @@ def _cells(page: Path) -> list[str]:
 def test_unit_pages_show_a_whole_image_patch_once(site: Path) -> None:
     # conv: patch (a crop), reconstruction and the image with its RF box, per top image
     conv = _cells(site / "tiny-alex/conv1/unit-0001.html")
-    assert conv.count("patch") == conv.count("deconvnet") == 9 and sum(c.startswith("image") for c in conv) == 9
+    assert (
+        conv.count("patch") == conv.count("deconvnet") == 9 and sum(c.startswith("image") for c in conv) == 9
+    )
     # fc6 with a patches panel (tiny-alex) and without one (tiny-vgg): the image once, no "patch"
     for page in ("tiny-alex/fc6/unit-0001.html", "tiny-vgg/fc6/unit-0001.html"):
         cells = _cells(site / page)

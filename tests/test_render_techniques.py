@@ -32,8 +32,7 @@ from fixture_store import (
 from test_render import tags
 
 from sitegen.errors import RenderError
-from sitegen.render import check_site, render_site
-from sitegen.render import charts
+from sitegen.render import charts, check_site, render_site
 from sitegen.render.charts import plotly_text
 from sitegen.store import Store, codecs
 
@@ -182,7 +181,7 @@ def test_embedding_has_one_point_per_probe_image_and_escaped_legend(site: Path, 
     assert layout["yaxis"]["title"]["text"] == "t-SNE dimension 2"
     assert "scaleanchor" not in layout["yaxis"] and "range" not in layout["xaxis"]
     shapes = [t["marker"]["symbol"][0] for t in fig["data"]]
-    assert len(set(shapes)) == N_CLASSES and all(a != b for a, b in zip(shapes, shapes[1:]))
+    assert len(set(shapes)) == N_CLASSES and all(a != b for a, b in zip(shapes, shapes[1:], strict=False))
     colours = [t["marker"]["color"] for t in fig["data"]]
     assert len(set(colours)) == N_CLASSES
     text = (site / "tiny-alex/index.html").read_text(encoding="utf-8")

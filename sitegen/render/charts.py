@@ -429,7 +429,11 @@ def confusion_heatmap(confusion: np.ndarray, class_names: Sequence[str], *, heig
                 "zmin": 0,
                 "zmax": 1,
                 "colorscale": [[0, "#ffffff"], [0.15, "#dce6fb"], [0.5, "#6d8fe3"], [1, "#17307a"]],
-                "colorbar": {"title": {"text": "share of the true class"}, "tickformat": ".0%", "thickness": 12},
+                "colorbar": {
+                    "title": {"text": "share of the true class"},
+                    "tickformat": ".0%",
+                    "thickness": 12,
+                },
                 "xgap": 0 if many else 1,
                 "ygap": 0 if many else 1,
                 "hovertemplate": "true <b>%{y}</b><br>predicted <b>%{x}</b><br>%{customdata} images "
@@ -510,7 +514,11 @@ def preference_comparison(
             legend=_TOP_LEGEND,
             xaxis={**_category_axis(len(names)), "title": {"text": "class"}},
             yaxis={
-                "title": {"text": "mean share of a layer's score (%)" if overall else "share of the layer's score (%)"},
+                "title": {
+                    "text": "mean share of a layer's score (%)"
+                    if overall
+                    else "share of the layer's score (%)"
+                },
                 "fixedrange": True,
             },
             margin={"t": 40},
@@ -573,7 +581,11 @@ def diff_overlap(
             showlegend=True,
             legend=_TOP_LEGEND,
             xaxis={"type": "category", "title": {"text": "layer"}},
-            yaxis={"title": {"text": f"mean images of the top-{k} kept"}, "range": [0, k * 1.12], "fixedrange": True},
+            yaxis={
+                "title": {"text": f"mean images of the top-{k} kept"},
+                "range": [0, k * 1.12],
+                "fixedrange": True,
+            },
             yaxis2={
                 "title": {"text": "rank-biased overlap (0..1)"},
                 "overlaying": "y",
@@ -699,7 +711,8 @@ def occlusion_maps(
                 "coloraxis": "coloraxis",
                 "xaxis": f"x{ax}",
                 "yaxis": f"y{ax}",
-                "hovertemplate": f"{plotly_text(title)}<br>grey square centred at row %{{y:.0f}}, col %{{x:.0f}}"
+                "hovertemplate": f"{plotly_text(title)}<br>grey square centred at row %{{y:.0f}}, "
+                "col %{x:.0f}"
                 f"<br>{plotly_text(value_name)} %{{customdata:.3f}}, drop %{{z:.3f}}<extra></extra>",
             }
         )
@@ -808,9 +821,7 @@ def embedding_scatter(
                     "line": {"width": 1.5, "color": class_color(c)},
                 },
                 "hovertemplate": f"image %{{customdata[0]}}<br>true class <b>{name}</b><br>"
-                "predicted %{customdata[1]}<br>"
-                + label
-                + " (%{x:.1f}, %{y:.1f})<extra></extra>",
+                "predicted %{customdata[1]}<br>" + label + " (%{x:.1f}, %{y:.1f})<extra></extra>",
             }
         )
     axis = {"zeroline": False, "showgrid": True}
@@ -918,7 +929,7 @@ def invariance_curves(
 
 def density_scatter(
     density: Sequence[float | None],
-    preference: Sequence[float],
+    preference: np.ndarray | Sequence[float],
     class_names: Sequence[str],
     *,
     x_title: str,
@@ -1060,7 +1071,11 @@ def describe(spec: Chart, *, limit: int = 8) -> tuple[str, str]:
     layout = spec.get("layout", {})
     data = spec.get("data", [])
     kinds = sorted({str(t.get("type", "scatter")) for t in data})
-    kind = {"bar": "Bar chart", "scatter": "Chart", "heatmap": "Heatmap"}.get(kinds[0], "Chart") if kinds else "Chart"
+    kind = (
+        {"bar": "Bar chart", "scatter": "Chart", "heatmap": "Heatmap"}.get(kinds[0], "Chart")
+        if kinds
+        else "Chart"
+    )
     x, y = _axis_title(layout, "xaxis"), _axis_title(layout, "yaxis")
     y2 = _axis_title(layout, "yaxis2")
     if y and x:
@@ -1077,8 +1092,10 @@ def describe(spec: Chart, *, limit: int = 8) -> tuple[str, str]:
         if t.get("type") == "heatmap":
             z = np.asarray(t.get("z", []), dtype=np.float64)
             if z.size:
-                parts.append(f"{label + ': ' if label else ''}{z.shape[0]}×{z.shape[-1]} grid, values "
-                             f"{np.nanmin(z):.3g} to {np.nanmax(z):.3g}")
+                parts.append(
+                    f"{label + ': ' if label else ''}{z.shape[0]}×{z.shape[-1]} grid, values "
+                    f"{np.nanmin(z):.3g} to {np.nanmax(z):.3g}"
+                )
             continue
         xs, ys = list(t.get("x", [])), list(t.get("y", []))
         pts = [f"{_fmt(a)}: {_fmt(b)}" for a, b in zip(xs[:limit], ys[:limit], strict=False) if b is not None]

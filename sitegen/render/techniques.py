@@ -187,7 +187,8 @@ class CheckpointTechniques:
             emb_note = g(
                 "embedding",
                 lambda: (
-                    f"{charts.method_name(str(e['method']))} of the {int(e['dim'])}-dimensional penultimate features "
+                    f"{charts.method_name(str(e['method']))} of the {int(e['dim'])}-dimensional "
+                    "penultimate features "
                     f"of {len(e['x'])} images"
                 ),
             )

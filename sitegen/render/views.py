@@ -493,7 +493,7 @@ def _is_output(rec: LayerRecord, net: NetworkRecord, n_classes: int) -> bool:
         return rec.units == n_classes
     if rec.kind != "linear" or rec.units != n_classes:
         return False
-    later = [lay for lay in net.layers[[lay.name for lay in net.layers].index(rec.name) + 1 :]]
+    later = net.layers[[lay.name for lay in net.layers].index(rec.name) + 1 :]
     return all(lay.kind == "prob" for lay in later)
 
 
@@ -751,7 +751,7 @@ class _Planner:
             rec = layers[layer]
             purity = _arr(ck.classes, f"{layer}/purity", npz)
             mean = float(purity.mean()) if purity.size else 0.0
-            shown = len(m.shown_units.get(layer, []))
+            n_shown = len(m.shown_units.get(layer, []))
             rows.append(
                 LayerRow(
                     name=layer,
@@ -759,7 +759,7 @@ class _Planner:
                     module=rec.module or "(output)",
                     kind=rec.kind,
                     shape=_shape(rec.shape),
-                    units=f"{rec.units:,}" if shown == rec.units else f"{shown:,} of {rec.units:,}",
+                    units=f"{rec.units:,}" if n_shown == rec.units else f"{n_shown:,} of {rec.units:,}",
                     rf=f"{rec.rf_size} px",
                     purity=f"{mean * 100:.0f}%",
                     purity_pct=round(mean * 100, 1),
