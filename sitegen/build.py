@@ -634,6 +634,12 @@ def _analyze(
     t_patch = t_recon = 0.0
     total_units = sum(len(_shown_units(net, info, spec.seed)) for info in loaded.layers)
     done_units = 0
+    # one bar for every reconstruction of the checkpoint, advanced inside layers (issue 13, item 6)
+    total_pairs = len(methods) * sum(
+        int((mined.layers[info.name].images[_shown_units(net, info, spec.seed)] >= 0).sum())
+        for info in loaded.layers
+    )
+    done_pairs = 0
     for info in loaded.layers:
         topk = mined.layers[info.name]
         pref = class_hist.class_preference(topk.images, labels, num_classes)
@@ -646,14 +652,14 @@ def _analyze(
         # under images/ and referenced by the pages, not baked into every unit's sprite (issue 13).
         whole = info.kind in ("linear", "prob")
         names = [*([] if whole else ["patches"]), *methods]
-        layout = resume.layer(info.name, units)
+        done, layout = resume.layer(info.name, units)
         t = time.perf_counter()
         # boxes for every unit (cheap); cells only for shown units, unless this layer is already done
         patches = extract_patches(
-            image_cache.uint8, info, topk, bundle.image_size, units=[] if layout or whole else units
+            image_cache.uint8, info, topk, bundle.image_size, units=[] if done or whole else units
         )
         t_patch += time.perf_counter() - t
-        if layout is None:
+        if not done:
             panels = [] if whole else [patches.cells]
             t = time.perf_counter()
             for method in methods:
@@ -668,12 +674,19 @@ def _analyze(
                         batch_size=a.reconstructions.batch_size,
                         device=device,
                         image_size=bundle.image_size,
+                        progress=lambda d, _n, base=done_pairs: report(
+                            f"reconstruct {label}", base + d, total_pairs
+                        ),
                     )
                 )
+                done_pairs += int((topk.images[units] >= 0).sum())
             t_recon += time.perf_counter() - t
             cols = math.ceil(math.sqrt(a.top_k))
-            cell = panels[0].shape[2] if panels else 0
-            layout = SpriteLayout(cell=cell, cols=cols, rows=math.ceil(a.top_k / cols), panels=names)
+            # fc/prob layers without reconstructions have no sprites: their pages show the images
+            layout = None
+            if panels:
+                rows = math.ceil(a.top_k / cols)
+                layout = SpriteLayout(cell=panels[0].shape[2], cols=cols, rows=rows, panels=names)
             for j, u in enumerate(units):
                 if panels:
                     store.write_sprite(net_name, ck.name, info.name, u, sprite([p[j] for p in panels], cols))
@@ -683,7 +696,8 @@ def _analyze(
         else:
             done_units += len(units)
             report(f"sprites {label}", done_units, total_units)
-        sprites[info.name] = layout
+        if layout is not None:
+            sprites[info.name] = layout
         images_needed.update(int(i) for i in topk.images[units].ravel() if i >= 0)
         images_needed.update(int(i) for i in pref.exemplars.ravel() if i >= 0)
 
@@ -827,18 +841,16 @@ class _Resume:
         codecs.write_npz(self.root / "mined.npz", arrays)
         codecs.write_json(self.root / "mined.json", {"key": self.key})
 
-    def layer(self, name: str, units: list[int]) -> SpriteLayout | None:
-        """The sprite layout of a layer whose sprites are all written, or None."""
+    def layer(self, name: str, units: list[int]) -> tuple[bool, SpriteLayout | None]:
+        """Whether a layer's sprites are all written, and their layout (None: the layer has none)."""
         doc = self._fresh(self.root / f"layer-{_safe(name)}.json")
         if doc is None or doc.get("units") != units:
-            return None
-        return SpriteLayout(**doc["layout"])
+            return False, None
+        return True, None if doc["layout"] is None else SpriteLayout(**doc["layout"])
 
-    def finish_layer(self, name: str, units: list[int], layout: SpriteLayout) -> None:
-        codecs.write_json(
-            self.root / f"layer-{_safe(name)}.json",
-            {"key": self.key, "units": units, "layout": layout.model_dump(mode="json")},
-        )
+    def finish_layer(self, name: str, units: list[int], layout: SpriteLayout | None) -> None:
+        doc = {"key": self.key, "units": units, "layout": layout and layout.model_dump(mode="json")}
+        codecs.write_json(self.root / f"layer-{_safe(name)}.json", doc)
 
     def clear(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

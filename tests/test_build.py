@@ -285,3 +285,30 @@ analyses:
     result = CliRunner().invoke(app, ["build", str(tmp_path / "experiments.yaml")])
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_fc_layers_without_reconstructions_have_no_sprites_and_still_render(tmp_path: Path) -> None:
+    """An fc unit's patch is its whole probe image: with no reconstruction method there is no sprite
+    to write, and its page shows the stored probe images instead (issue 13, item 4)."""
+    spec = """\
+datasets:
+  d: {builtin: doodles, classes: [circle, square, star], images_per_class: 6, image_size: 32}
+networks:
+  net: {arch: zoo:alexnet_small, dataset: d, units: 3}
+analyses:
+  top_k: 4
+  reconstructions: {enabled: false}
+  featvis: {enabled: false}
+  empirical_rf: {enabled: false}
+"""
+    (tmp_path / "experiments.yaml").write_text(spec)
+    result = CliRunner().invoke(app, ["build", str(tmp_path / "experiments.yaml"), "--check"])
+    assert result.exit_code == 0, result.output
+    store = Store(tmp_path / "output" / "store")
+    m = store.read_manifest("net", "init")
+    assert "fc6" not in m.sprites and m.sprites["conv1"].panels == ["patches"]
+    assert not (store.checkpoint_dir("net", "init") / "units" / "fc6").exists()
+    u = m.shown_units["fc6"][0]
+    page = (tmp_path / "output" / "site" / "net" / "fc6" / f"unit-{u:04d}.html").read_text()
+    first = int(store.read_arrays("net", "init", "mined")["fc6/images"][u, 0])
+    assert f"img/d/{first}.png" in page
