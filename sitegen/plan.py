@@ -19,7 +19,8 @@ import torch
 
 from sitegen.data import list_classes
 from sitegen.errors import DataError, ModelError, SpecError, StoreError
-from sitegen.models import LayerInfo, build_model, layer_table, weights_meta
+from sitegen.models import LayerInfo, build_model, check_weights, layer_table, weights_meta
+from sitegen.models.checkpoint import is_weights_name
 from sitegen.spec import NetworkSpec, Spec
 from sitegen.store import Store
 
@@ -37,7 +38,8 @@ def check_spec_against_models(spec: Spec) -> dict[str, tuple[LayerInfo, ...]]:
 
     Raises:
         SpecError: with every problem found: the output path, datasets (missing folders, unknown
-            classes, fewer than two classes), architectures that fail to build, weights names, layers,
+            classes, fewer than two classes), architectures that fail to build, weights names and
+            checkpoint files (read safely? fit the network? tensors memory-mapped, not read), layers,
             units (names and indices), technique layers, and checkpoint names in ``atlas:``/``diffs:``.
 
     Example:
@@ -110,6 +112,7 @@ def _check_network(
             module = build_model(net.arch, n_classes or 2, input_size=size)
         except ModelError as e:
             return [*problems, spec.problem((*where, "arch"), str(e))], None
+    problems += _checkpoint_problems(spec, net_name, net, module)
     listed: Set[str] = frozenset()
     try:
         table = layer_table(module, size, net.layers)
@@ -123,6 +126,21 @@ def _check_network(
     problems += unit_problems(spec, net_name, net, table, check_prob=n_classes is not None, listed=listed)
     problems += _technique_problems(spec, net_name, table, listed)
     return problems, None if listed else table
+
+
+def _checkpoint_problems(spec: Spec, net_name: str, net: NetworkSpec, module: torch.nn.Module) -> list[str]:
+    """Local checkpoint files must read safely and fit the network (keys and shapes; tensors unread)."""
+    files: list[tuple[tuple[str | int, ...], str]] = []
+    if net.weights and not is_weights_name(net.weights):
+        files.append((("networks", net_name, "weights"), net.weights))
+    files += [(("networks", net_name, "checkpoints", name), str(p)) for name, p in net.checkpoints.items()]
+    problems = []
+    for loc, path in files:
+        try:
+            check_weights(module, path, arch=net.arch)
+        except ModelError as e:
+            problems.append(spec.problem(loc, str(e)))
+    return problems
 
 
 def unit_problems(

@@ -409,6 +409,18 @@ CASES = [
         ("ckpt.pt", "does not fit"),
     ),
     Case(
+        "damaged checkpoint of a second network, before the first trains",
+        lambda lab, mp: (
+            (lab / "junk.pt").write_bytes(b"PK\x03\x04 truncated zip")
+            and spec(
+                lab,
+                NET,
+                NET + TRAIN + "  net2:\n    arch: zoo:alexnet_small\n    dataset: d\n    weights: junk.pt\n",
+            )
+        ),
+        ("networks.net2.weights", "junk.pt"),
+    ),
+    Case(
         "checkpoint without a state_dict",
         lambda lab, mp: write_checkpoint(lab, {"epoch": 3}),
         ("ckpt.pt", "not a state_dict"),

@@ -22,6 +22,7 @@ from sitegen.models import (
     LoadedModel,
     build_model,
     check_arch,
+    check_weights,
     file_hash,
     layer_table,
     list_archs,
@@ -514,3 +515,22 @@ def test_load_model(tmp_path: Path) -> None:
 
     override = load_model(net, num_classes=5, input_size=64, checkpoint=last, mean=(0, 0, 0), std=(1, 1, 1))
     assert not same_weights(override.module, trained)  # the checkpoint wins over net.weights
+
+
+def test_check_weights_reads_keys_and_shapes_only(tmp_path: Path) -> None:
+    # issue 11: planning checks every checkpoint before any work, without reading its tensors
+    source = zoo("zoo:alexnet_small")
+    path = tmp_path / "good.pt"
+    torch.save({"state_dict": source.state_dict()}, path)
+    target = zoo("zoo:alexnet_small")
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    check_weights(target, path)
+    assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())  # nothing loaded
+    torch.save({"classifier.6.weight": torch.zeros(3, 4)}, tmp_path / "other.pt")
+    with pytest.raises(ModelError, match="does not fit"):
+        check_weights(target, tmp_path / "other.pt")
+    torch.save({"model": RunsCode()}, tmp_path / "code.pt")
+    with pytest.raises(ModelError, match="was refused"):
+        check_weights(target, tmp_path / "code.pt")
+    with pytest.raises(ModelError, match="checkpoint file not found"):
+        check_weights(target, tmp_path / "missing.pt")

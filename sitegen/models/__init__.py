@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from sitegen.models._api import LayerInfo, LoadedModel
 from sitegen.models._registry import build_model, check_arch, list_archs
-from sitegen.models.checkpoint import file_hash, load_weights, weights_meta
+from sitegen.models.checkpoint import check_weights, file_hash, load_weights, weights_meta
 from sitegen.models.layers import layer_table
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ __all__ = [
     "layer_table",
     "list_archs",
     "check_arch",
+    "check_weights",
     "file_hash",
     "weights_meta",
     "LayerInfo",

@@ -151,8 +151,26 @@ def load_weights(module: nn.Module, weights: str | Path, *, arch: str | None = N
     _load(module, state, source, arch or type(module).__name__)
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+def check_weights(module: nn.Module, path: str | Path, *, arch: str | None = None) -> None:
+    """Check that a checkpoint file reads safely and fits ``module``, without reading its tensors.
+
+    For checks before any work (:mod:`sitegen.plan`): the file is memory-mapped (``torch.load(mmap=
+    True)``), so a 500 MB checkpoint costs its keys and shapes, not its bytes; ``module`` is unchanged.
+
+    Raises:
+        ModelError: as :func:`load_weights` for a file that is missing, damaged, refused or does not fit.
+    """
+    state = read_state_dict(path, mmap=True)
+    _fit(module, state, str(path), arch or type(module).__name__, warn=False)
+
+
+def read_state_dict(path: str | Path, *, mmap: bool = False) -> dict[str, torch.Tensor]:
     """Read a checkpoint file into a plain ``{key: tensor}`` dict (prefixes stripped).
+
+    Args:
+        path: the checkpoint file.
+        mmap: memory-map the tensors instead of reading them (files of ``torch.save``'s zip format;
+            older files are read whole).
 
     Raises:
         ModelError: missing file, unreadable file, objects other than tensors, or no state dict inside.
@@ -162,7 +180,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise ModelError(f"checkpoint file not found: {path}")
     try:
         # weights_only: a checkpoint is data; unpickling arbitrary objects would run arbitrary code
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = _torch_load(path, mmap)
     except pickle.UnpicklingError as e:
         raise ModelError(_unpickling_message(path, str(e))) from e
     except Exception as e:  # zip corruption, truncated files
@@ -239,7 +257,24 @@ def _listing(label: str, items: list[str]) -> str:
     return f"{len(items)} {label} ({shown})"
 
 
+def _torch_load(path: Path, mmap: bool) -> Any:
+    if mmap:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):  # only the legacy (non-zip) format refuses mmap: read it whole
+                raise
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def _load(module: nn.Module, state: dict[str, torch.Tensor], source: str, target: str) -> None:
+    module.load_state_dict(_fit(module, state, source, target), strict=False)
+
+
+def _fit(
+    module: nn.Module, state: dict[str, torch.Tensor], source: str, target: str, *, warn: bool = True
+) -> dict[str, torch.Tensor]:
+    """The state to load into ``module`` (a fine-tuned head kept), or a ModelError listing the misfits."""
     own = module.state_dict()
     # BatchNorm's counter is absent from old checkpoints and is not a weight
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
@@ -250,14 +285,15 @@ def _load(module: nn.Module, state: dict[str, torch.Tensor], source: str, target
     head_keys = {f"{head}.weight", f"{head}.bias"} if head is not None else set()
     if mismatched and not missing and not unexpected and set(mismatched) <= head_keys:
         w = state[f"{head}.weight"]
-        logger.warning(
-            "%s: its classifier %r has %d outputs, the model %d: keeping the new, randomly initialized "
-            "head (fine-tuning)",
-            source,
-            head,
-            w.shape[0],
-            own[f"{head}.weight"].shape[0],
-        )
+        if warn:
+            logger.warning(
+                "%s: its classifier %r has %d outputs, the model %d: keeping the new, randomly "
+                "initialized head (fine-tuning)",
+                source,
+                head,
+                w.shape[0],
+                own[f"{head}.weight"].shape[0],
+            )
         state = {k: v for k, v in state.items() if k not in head_keys}
         state.update({k: own[k] for k in head_keys if k in own})
         mismatched = []
@@ -275,4 +311,4 @@ def _load(module: nn.Module, state: dict[str, torch.Tensor], source: str, target
             f"checkpoint {source} does not fit {target} (checkpoint for another architecture?): "
             + "; ".join(parts)
         )
-    module.load_state_dict(state, strict=False)
+    return state
