@@ -730,7 +730,12 @@ def _analyze(
         t = time.perf_counter()
         picks = class_hist.probe_picks(labels, a.activation_maps.images)
         maps = activation_maps(
-            loaded, image_cache.tensor, picks, channels=a.activation_maps.channels, device=device
+            loaded,
+            image_cache.tensor,
+            picks,
+            channels=a.activation_maps.channels,
+            device=device,
+            labels=[int(labels[i]) for i in picks],  # issue 14: unset, every map read "scribble"
         )
         _write_actmaps(store, ck_dir, maps)
         images_needed.update(picks)
