@@ -253,6 +253,7 @@ class Proc:
     rc: int
     wall: float
     maxrss: int  # bytes
+    cpu: float  # user + system seconds
     log: list[tuple[float, str]]
 
 
@@ -300,7 +301,7 @@ def run_proc(cmd: Sequence[str], what: str, cwd: Path | None = None) -> Proc:
     reader.join(timeout=10)
     p.returncode = os.waitstatus_to_exitcode(status)
     say(f"{what}: exit {p.returncode} after {wall:.1f} s")
-    return Proc(p.returncode, wall, usage.ru_maxrss * 1024, log)
+    return Proc(p.returncode, wall, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime, log)
 
 
 def _own_peak_rss() -> int | None:
@@ -321,7 +322,7 @@ def _own_peak_rss() -> int | None:
 def child_main(command: str, spec: str, out_json: str) -> None:
     """``sitegen build SPEC --no-render`` (per-layer timers around reconstructions and patches) or
     ``sitegen render SPEC``, recording its own peak RSS in ``out_json``."""
-    per: dict[str, Any] = {"reconstructions": {}, "patches": {}}
+    per: dict[str, Any] = {"reconstructions": {}, "patches": {}, "reconstructions_cpu": {}, "patches_cpu": {}}
     if command == "build":
         import sitegen.build as sb
 
@@ -331,12 +332,14 @@ def child_main(command: str, spec: str, out_json: str) -> None:
                     (a for a in (*args, *kwargs.values()) if hasattr(a, "rf_size") and hasattr(a, "name")),
                     None,
                 )
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 try:
                     return fn(*args, **kwargs)
                 finally:
                     if info is not None:
-                        per[bucket][info.name] = per[bucket].get(info.name, 0.0) + time.perf_counter() - t
+                        wall, cpu = per[bucket], per[f"{bucket}_cpu"]
+                        wall[info.name] = wall.get(info.name, 0.0) + time.perf_counter() - t
+                        cpu[info.name] = cpu.get(info.name, 0.0) + time.process_time() - c
 
             return timed
 
@@ -451,15 +454,16 @@ def measure_forward(model: Any, files: Sequence[Path], device: Any) -> dict:
         batch(files[:BATCH])  # warm-up
         _sync(device)
         t0 = last = time.perf_counter()
+        c0 = time.process_time()
         for i in range(0, len(files), BATCH):
             batch(files[i : i + BATCH])
             if time.perf_counter() - last > HEARTBEAT_S:
                 last = time.perf_counter()
                 say(f"limit: forward {i + BATCH}/{len(files)} images")
         _sync(device)
-        sec = time.perf_counter() - t0
+        sec, cpu = time.perf_counter() - t0, time.process_time() - c0
     model.to(memory_format=torch.contiguous_format)
-    return {"images": len(files), "seconds": sec, "images_per_s": len(files) / sec}
+    return {"images": len(files), "seconds": sec, "cpu_s": cpu, "images_per_s": len(files) / sec}
 
 
 def _truncated(model: Any, path: str, kind: str, x: Any) -> Any:
@@ -477,11 +481,14 @@ def _truncated(model: Any, path: str, kind: str, x: Any) -> Any:
     raise RuntimeError(f"module {path!r} did not run")
 
 
-def time_backward(model: Any, path: str, kind: str, x: Any, units: Sequence[int], device: Any) -> float:
-    """Seconds per pair: one batched autograd backward from a retained forward (best of two layouts)."""
+def time_backward(
+    model: Any, path: str, kind: str, x: Any, units: Sequence[int], device: Any
+) -> tuple[float, float]:
+    """Wall and CPU seconds per pair: one batched autograd backward from a retained forward (median of
+    repeats; the better of contiguous and channels_last)."""
     import torch
 
-    best = math.inf
+    best, best_cpu = math.inf, math.inf
     for layout in (torch.contiguous_format, torch.channels_last):
         model.to(memory_format=layout)
         xi = x.detach().clone().contiguous(memory_format=layout).requires_grad_(True)
@@ -495,18 +502,21 @@ def time_backward(model: Any, path: str, kind: str, x: Any, units: Sequence[int]
             seed[b, u] = 1.0
         torch.autograd.grad(out, xi, seed, retain_graph=True)  # warm-up
         times: list[float] = []
+        cpus: list[float] = []
         spent = 0.0
         while len(times) < 3 or (spent < 0.5 and len(times) < 25):
             _sync(device)
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             torch.autograd.grad(out, xi, seed, retain_graph=True)
             _sync(device)
             times.append(time.perf_counter() - t)
+            cpus.append(time.process_time() - c)
             spent += times[-1]
         best = min(best, statistics.median(times) / out.shape[0])
+        best_cpu = min(best_cpu, statistics.median(cpus) / out.shape[0])
         del out, seed, xi
     model.to(memory_format=torch.contiguous_format)
-    return best
+    return best, best_cpu
 
 
 def measure_reconstruction_limit(
@@ -549,6 +559,7 @@ def measure_reconstruction_limit(
             )
             xs: list[int] = []
             ys: list[float] = []
+            cs: list[float] = []
             shapes: list[list[int]] = []
             for i in picks:
                 top, left, bottom, right = (int(v) for v in boxes[i])
@@ -556,14 +567,19 @@ def measure_reconstruction_limit(
                     continue
                 crop = images[:, :, top:bottom, left:right]
                 xs.append(int(areas[i]))
-                ys.append(time_backward(model, info.module, info.kind, crop, units, device))
+                wall, cpu = time_backward(model, info.module, info.kind, crop, units, device)
+                ys.append(wall)
+                cs.append(cpu)
                 shapes.append([bottom - top, right - left])
             per_pair = float(np.interp(areas, xs, ys).mean()) if len(xs) > 1 else ys[0]
+            per_pair_cpu = float(np.interp(areas, xs, cs).mean()) if len(xs) > 1 else cs[0]
             rec.update(crop_shapes=shapes, crop_ms=[y * 1e3 for y in ys], mean_crop_area=float(areas.mean()))
         else:
-            per_pair = time_backward(model, info.module, info.kind, images, units, device)
+            per_pair, per_pair_cpu = time_backward(model, info.module, info.kind, images, units, device)
         rec["ms_per_pair"] = per_pair * 1e3
+        rec["cpu_ms_per_pair"] = per_pair_cpu * 1e3
         rec["limit_s"] = per_pair * pairs
+        rec["limit_cpu_s"] = per_pair_cpu * pairs
         out[info.name] = rec
         say(
             f"limit: {info.name}: {per_pair * 1e3:.3f} ms/pair x {pairs} pairs = {rec['limit_s']:.1f} s "
@@ -579,13 +595,9 @@ def measure_limit(
 
     from sitegen.models import build_model, layer_table
 
-    device = torch.device(
-        "cuda"
-        if device_name in ("auto", "cuda") and torch.cuda.is_available()
-        else device_name
-        if device_name not in ("auto", "cuda")
-        else "cpu"
-    )
+    if device_name == "auto":
+        device_name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device_name)
     torch.manual_seed(0)
     model = build_model(arch, num_classes).eval().to(device)
     for p in model.parameters():
@@ -601,6 +613,7 @@ def measure_limit(
     x = (x - mean) / std
     rec = measure_reconstruction_limit(model, layers, x, ck_dir, device)
     recon = sum(r["limit_s"] for r in rec.values())
+    recon_cpu = sum(r["limit_cpu_s"] for r in rec.values())
     return {
         "device": str(device),
         "threads": torch.get_num_threads(),
@@ -608,6 +621,8 @@ def measure_limit(
         "reconstructions": rec,
         "reconstruction_limit_s": recon,
         "limit_s": fwd["seconds"] + recon,
+        "reconstruction_limit_cpu_s": recon_cpu,
+        "limit_cpu_s": fwd["cpu_s"] + recon_cpu,
     }
 
 
@@ -629,7 +644,7 @@ def build_one(run: Run, data: Path, root: Path, device: str, measure: bool = Tru
         "net": run.net,
         "arch": run.arch,
         "spec": str(spec),
-        "build": {"rc": b.rc, "wall_s": b.wall, "peak_rss": b.maxrss},
+        "build": {"rc": b.rc, "wall_s": b.wall, "cpu_s": b.cpu, "peak_rss": b.maxrss},
     }
     res["layer_timers"] = _read_json(timers)
     res["build"]["peak_rss"] = res["layer_timers"].pop("peak_rss", None) or b.maxrss
@@ -641,6 +656,7 @@ def build_one(run: Run, data: Path, root: Path, device: str, measure: bool = Tru
     res["render"] = {
         "rc": r.rc,
         "wall_s": r.wall,
+        "cpu_s": r.cpu,
         "peak_rss": _read_json(rss_file).get("peak_rss") or r.maxrss,
     }
     for _, line in r.log:
@@ -708,6 +724,7 @@ def print_network(res: dict) -> None:
     rows.append(("render process wall", f"{res['render']['wall_s']:.1f}"))
     whole = res["build"]["wall_s"] + res["render"]["wall_s"]
     rows.append(("whole build (build + render)", f"{whole:.1f}"))
+    rows.append(("  its CPU time (all threads)", f"{res['build']['cpu_s'] + res['render']['cpu_s']:.1f}"))
     w = max(len(a) for a, _ in rows)
     print(f"{'stage'.ljust(w)}  seconds")
     for a, b in rows:
@@ -727,19 +744,29 @@ def print_network(res: dict) -> None:
     )
     lim = res.get("limit")
     timers = res["layer_timers"].get("reconstructions", {})
+    timers_cpu = res["layer_timers"].get("reconstructions_cpu", {})
+
+    def ratio(a: float | None, b: float | None) -> str:
+        if a is None or not b:
+            return "n/a"
+        return f"{a / b:.2f}" if a / b < 100 else f"{a / b:.0f}"
+
+    print(
+        "per layer: reconstruction seconds in the build (wall) against the limit; x = build / limit "
+        "(wall and CPU time)"
+    )
     print(
         f"{'layer':<8}{'units':>6}{'pairs':>8}{'site MB':>9}{'B/unit':>9}"
-        f"{'recon s':>9}{'limit s':>9}{'ratio':>8}{'ms/pair':>9}"
+        f"{'recon s':>9}{'limit s':>9}{'wall x':>8}{'cpu x':>8}{'ms/pair':>9}"
     )
     for layer, n in res["shown_units"].items():
         lb = s["layer_bytes"].get(layer, 0)
         r = (lim or {}).get("reconstructions", {}).get(layer, {})
         t = timers.get(layer)
-        ratio = f"{t / r['limit_s']:.2f}" if t is not None and r.get("limit_s") else "n/a"
-        ratio = ratio if len(ratio) < 7 else f"{t / r['limit_s']:.0f}"
         print(
             f"{layer:<8}{n:>6}{r.get('pairs', 0):>8}{_mb(lb):>9}{lb / max(n, 1):>9.0f}"
-            f"{(f'{t:.1f}' if t is not None else 'n/a'):>9}{r.get('limit_s', float('nan')):>9.2f}{ratio:>8}"
+            f"{(f'{t:.1f}' if t is not None else 'n/a'):>9}{r.get('limit_s', float('nan')):>9.2f}"
+            f"{ratio(t, r.get('limit_s')):>8}{ratio(timers_cpu.get(layer), r.get('limit_cpu_s')):>8}"
             f"{r.get('ms_per_pair', float('nan')):>9.3f}"
         )
     if not lim:
@@ -769,10 +796,19 @@ def print_network(res: dict) -> None:
         + ", ".join(f"{k} {v:.1f} s" for k, v in extra.items())
         + f", render {res['render']['wall_s']:.1f} s"
     )
+    if timers_cpu and lim.get("reconstruction_limit_cpu_s"):
+        print(
+            f"reconstructions / limit in CPU time: {sum(timers_cpu.values()):.1f} / "
+            f"{lim['reconstruction_limit_cpu_s']:.1f} s = "
+            f"{sum(timers_cpu.values()) / lim['reconstruction_limit_cpu_s']:.2f}"
+        )
     res["headline_ratio"] = whole / lim["limit_s"]
+    whole_cpu = res["build"]["cpu_s"] + res["render"]["cpu_s"]
+    res["headline_ratio_cpu"] = whole_cpu / lim["limit_cpu_s"]
     print(
         f"HEADLINE build time / limit = {whole:.1f} / {lim['limit_s']:.1f} s = {res['headline_ratio']:.2f}  "
-        f"(build without render {res['build']['wall_s'] / lim['limit_s']:.2f})"
+        f"(build without render {res['build']['wall_s'] / lim['limit_s']:.2f}; in CPU time "
+        f"{whole_cpu:.1f} / {lim['limit_cpu_s']:.1f} s = {res['headline_ratio_cpu']:.2f})"
     )
 
 
@@ -865,6 +901,11 @@ def main() -> None:
             sys.stdout.flush()
             results["networks"].append(res)
     results["seconds"] = time.perf_counter() - t0
+    results["load_end"] = os.getloadavg()
+    print(
+        f"\nload average at start {results['load'][0]:.1f}, at end {results['load_end'][0]:.1f} "
+        f"on {os.cpu_count()} CPUs (the machine is shared: 10-30 % noise, more when busy)"
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
         say(f"results -> {args.json}")
