@@ -481,6 +481,20 @@ def test_bad_input_is_one_line_and_keeps_the_atlas(
     assert snapshot(lab) == before, "a failed build must leave the previous store and site intact"
 
 
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders (simulated above)")
+def test_a_really_read_only_output_folder(lab: Path) -> None:
+    before = snapshot(lab)
+    store = lab / "output" / "store"
+    store.chmod(0o555)
+    try:
+        result = runner.invoke(app, ["build", str(lab / "experiments.yaml"), "--quiet"])
+    finally:
+        store.chmod(0o755)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.strip().count("\n") == 0 and "permission denied" in result.output
+    assert snapshot(lab) == before
+
+
 def test_the_kinds_are_many_and_distinct() -> None:
     assert len(CASES) >= 27 and len({c.kind for c in CASES}) == len(CASES)
 
