@@ -24,11 +24,12 @@ import torch
 
 from sitegen import __version__
 from sitegen._distributed import barrier, init_from_env, rank_world
-from sitegen.analyses import class_hist
+from sitegen.analyses import class_hist, registry
 from sitegen.analyses.activation_maps import activation_maps
 from sitegen.analyses.filters import filter_grid
 from sitegen.analyses.patches import extract_patches, sprite
 from sitegen.analyses.reconstruct import reconstruct_topk
+from sitegen.analyses.registry import Context, check_layers
 from sitegen.analyses.weights import unit_weights
 from sitegen.data import (
     DataBundle,
@@ -55,6 +56,7 @@ from sitegen.plan import check_spec_against_models, unit_problems
 from sitegen.spec import NetworkSpec, Spec, load_spec
 from sitegen.store import Store, codecs
 from sitegen.store.manifest import (
+    EVOLUTION_UNITS,
     BuildRecord,
     CheckpointManifest,
     CheckpointRef,
@@ -67,8 +69,8 @@ from sitegen.store.manifest import (
     Normalization,
     Provenance,
     SpriteLayout,
+    evenly_spaced,
 )
-from sitegen.techniques import Inputs, check_layers, run_techniques
 from sitegen.train import train, train_key
 
 log = logging.getLogger("sitegen")
@@ -380,6 +382,10 @@ def _build_network(
         if store.cached(net_name, ck.name, key):  # no model load: a no-op rebuild stays seconds
             log.info("%s@%s: cached", net_name, ck.name)
             cached_manifest = store.read_manifest(net_name, ck.name)
+            if lead and in_atlas and _stale_analyses(spec, cached_manifest):  # issue 12: per-analysis keys
+                cached_manifest = _refresh_analyses(
+                    spec, store, net_name, net, ck, load(ck), bundle, device, cached_manifest, report
+                )
             accuracy[ck.name] = cached_manifest.accuracy
             cached += 1
             continue
@@ -545,11 +551,16 @@ def _checkpoint_hash(spec: Spec, ck: _Checkpoint) -> str:
 def _entry_key(
     spec: Spec, net_name: str, source: str, fingerprint: str, mean: tuple, std: tuple, *, atlas: bool = True
 ) -> str:
-    """Content hash of everything a checkpoint's store entry depends on (``source``: the checkpoint's)."""
+    """Content hash of everything a checkpoint's store entry depends on (``source``: the checkpoint's).
+
+    The registered analyses' sections are left out: each analysis document has its own key
+    (:func:`_analysis_key`), so changing ``analyses.featvis.steps`` recomputes featvis only (issue 12).
+    """
+    shared = spec.analyses.model_dump(mode="json", exclude=registry.technique_fields())
     blob = json.dumps(
         {
             "network": spec.section_hash("networks", net_name),
-            "analyses": spec.section_hash("analyses"),
+            "analyses": hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:16],
             "checkpoint": source,
             "data": fingerprint,
             "mean": list(mean),
@@ -624,7 +635,6 @@ def _analyze(
         .astype(np.int64)
     }
     images_needed: set[int] = set()
-    shown: dict[str, list[int]] = {}
     sprites: dict[str, SpriteLayout] = {}
     layer_prefs = []
     weighted: dict[str, np.ndarray] = {}
@@ -632,12 +642,17 @@ def _analyze(
     image_cache = _ImageCache(bundle)
 
     t_patch = t_recon = 0.0
-    total_units = sum(len(_shown_units(net, info, spec.seed)) for info in loaded.layers)
+    # Checkpoints without atlas pages (mined for diffs and feature evolution) get sprites only for the
+    # units the evolution pages sample; their diffs compare those (issue 14, item 9: several epochs).
+    shown = {
+        info.name: _shown_units(net, info, spec.seed, sample=None if techniques else EVOLUTION_UNITS)
+        for info in loaded.layers
+    }
+    total_units = sum(len(units) for units in shown.values())
     done_units = 0
     # one bar for every reconstruction of the checkpoint, advanced inside layers (issue 13, item 6)
     total_pairs = len(methods) * sum(
-        int((mined.layers[info.name].images[_shown_units(net, info, spec.seed)] >= 0).sum())
-        for info in loaded.layers
+        int((mined.layers[name].images[units] >= 0).sum()) for name, units in shown.items()
     )
     done_pairs = 0
     for info in loaded.layers:
@@ -645,8 +660,7 @@ def _analyze(
         pref = class_hist.class_preference(topk.images, labels, num_classes)
         layer_prefs.append(pref.weighted)
         weighted[info.name] = pref.weighted
-        units = _shown_units(net, info, spec.seed)
-        shown[info.name] = units
+        units = shown[info.name]
 
         # fc and prob units see the whole image: their "patch" is the probe image itself, stored once
         # under images/ and referenced by the pages, not baked into every unit's sprite (issue 13).
@@ -742,21 +756,23 @@ def _analyze(
         has_actmaps = True
         timings["activation_maps"] = time.perf_counter() - t
 
-    inputs = Inputs(
+    ctx = Context(
         loaded=loaded,
-        mined=mined,
+        network=net_name,
         image=image_cache.tensor,
         picture=image_cache.uint8,
         class_names=bundle.class_names,
-        weighted=weighted,
+        labels=labels,
         shown=shown,
+        weighted=weighted,
         device=device,
         seed=spec.seed,
         problem=spec.problem,
+        progress=lambda what, d, n: report(f"{what} {label}", d, n),
     )
-    done = run_techniques(a, inputs, ck_dir, net_name) if techniques else []
-    images_needed.update(inputs.images_used)
-    timings.update(inputs.timings)
+    done, analysis_keys = [], {}
+    if techniques:
+        done, analysis_keys = _run_analyses(spec, store, ck.name, ctx, mined, key, timings, images_needed)
 
     store.write_arrays(net_name, ck.name, "weights", unit_weights(loaded.module, loaded.layers))
     store.write_arrays(net_name, ck.name, "mined", mined_arrays)
@@ -787,11 +803,139 @@ def _analyze(
         activation_maps=has_actmaps,
         reconstructions=methods,
         techniques=done,
+        analysis_keys=analysis_keys,
     )
     store.write_manifest(manifest)  # last: marks the entry complete
     resume.clear()
     log.info("%s: accuracy %.3f, %s", label, accuracy, ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
     return manifest
+
+
+# --- the registered analyses (issue 12) ---------------------------------------------------------------
+
+
+def _analysis_key(entry_key: str, spec: Spec, kind: registry.Kind) -> str:
+    """One analysis document's cache key: its checkpoint entry's inputs plus its own params."""
+    params = spec.section_hash("analyses", kind.field)
+    blob = json.dumps({"entry": entry_key, "kind": kind.name, "params": params})
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _stale_analyses(spec: Spec, manifest: CheckpointManifest) -> list[registry.Kind]:
+    """The enabled analyses whose stored document (or recorded skip) is not from their current params."""
+    keys = manifest.analysis_keys
+    kinds = registry.enabled(spec.analyses)
+    return [k for k in kinds if keys.get(k.name) != _analysis_key(manifest.key, spec, k)]
+
+
+def _run_analyses(
+    spec: Spec,
+    store: Store,
+    ck_name: str,
+    ctx: Context,
+    mined: Mined,
+    entry_key: str,
+    timings: dict[str, float],
+    images: set[int],
+    *,
+    current: CheckpointManifest | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """Run every enabled analysis in registry order and store its document.
+
+    ``current``: a cached entry's manifest: analyses whose key it holds are kept, not rerun. Adds the
+    probe images the documents show to ``images`` and each run's seconds to ``timings``.
+
+    Returns:
+        The kinds written (``manifest.techniques``) and every enabled kind's key (a kind that had
+        nothing to show, e.g. Grad-CAM on a net without conv layers, is keyed but not listed).
+    """
+    done: list[str] = []
+    keys: dict[str, str] = {}
+    out = store.checkpoint_dir(ctx.network, ck_name)
+    for kind in registry.enabled(spec.analyses):
+        key = keys[kind.name] = _analysis_key(entry_key, spec, kind)
+        if current is not None and current.analysis_keys.get(kind.name) == key:
+            if kind.name in current.techniques:
+                done.append(kind.name)
+            if kind.name in current.timings:
+                timings[kind.name] = current.timings[kind.name]
+            continue
+        module = kind.analysis()
+        t = time.perf_counter()
+        result = module.run(ctx, mined, kind.settings(spec.analyses))
+        if result is not None:
+            doc = module.save(ctx, result, out)
+            store.write_analysis(ctx.network, ck_name, doc)
+            images.update(doc.probe_images())
+            done.append(kind.name)
+        timings[kind.name] = time.perf_counter() - t
+    return done, keys
+
+
+def _refresh_analyses(
+    spec: Spec,
+    store: Store,
+    net_name: str,
+    net: NetworkSpec,
+    ck: _Checkpoint,
+    loaded: LoadedModel,
+    bundle: DataBundle,
+    device: torch.device,
+    manifest: CheckpointManifest,
+    report: Progress,
+) -> CheckpointManifest:
+    """A cached entry whose analyses' params changed: rerun those analyses only, from the stored
+    mining results (no mining, patches or reconstructions), and rewrite the manifest."""
+    a = spec.analyses
+    label = f"{net_name}@{ck.name}"
+    stale = _stale_analyses(spec, manifest)
+    log.info("%s: recomputing %s (their params changed)", label, ", ".join(k.name for k in stale))
+    check_layers(a, loaded.layers, spec.problem, net_name)
+    arrays = store.read_arrays(net_name, ck.name, "mined")
+    classes = store.read_arrays(net_name, ck.name, "classes")
+    fields = ("values", "images", "rows", "cols")
+    features = None
+    if any(k.name == "embedding" for k in stale) and _has_linear(loaded):  # features are not stored
+        features = mine(
+            loaded, bundle.probe, k=1, batch_size=a.batch_size, device=str(device), features=True
+        ).features
+    mined = Mined(
+        layers={n: LayerTopK(**{f: arrays[f"{n}/{f}"] for f in fields}) for n in manifest.layers},
+        labels=np.asarray(probe_labels(bundle), dtype=np.int64),
+        top5=arrays["predictions/top5"],
+        top5_prob=arrays["predictions/top5_prob"],
+        features=features,
+    )
+    image_cache = _ImageCache(bundle)
+    ctx = Context(
+        loaded=loaded,
+        network=net_name,
+        image=image_cache.tensor,
+        picture=image_cache.uint8,
+        class_names=bundle.class_names,
+        labels=mined.labels,
+        shown={lay: list(u) for lay, u in manifest.shown_units.items()},
+        weighted={lay: classes[f"{lay}/weighted"] for lay in manifest.layers},
+        device=device,
+        seed=spec.seed,
+        problem=spec.problem,
+        progress=lambda what, d, n: report(f"{what} {label}", d, n),
+    )
+    timings = {k: v for k, v in manifest.timings.items() if k not in registry.REGISTRY}
+    images: set[int] = set()
+    done, keys = _run_analyses(
+        spec, store, ck.name, ctx, mined, manifest.key, timings, images, current=manifest
+    )
+    _write_images(store, bundle, images)
+    updated = manifest.model_copy(
+        update={
+            "techniques": done,
+            "analysis_keys": keys,
+            "timings": {k: round(v, 3) for k, v in timings.items()},
+        }
+    )
+    store.write_manifest(updated)
+    return updated
 
 
 class _Resume:
@@ -878,17 +1022,24 @@ class _ImageCache:
         return self.bundle.probe[index][0]
 
 
-def _shown_units(net: NetworkSpec, info, seed: int) -> list[int]:
-    """Units with pages: all, a deterministic sample (seeded by layer name), or a list (clipped)."""
+def _shown_units(net: NetworkSpec, info, seed: int, *, sample: int | None = None) -> list[int]:
+    """Units with pages: all, a deterministic sample (seeded by layer name), or a list (clipped).
+
+    ``sample``: then only that many of them, evenly spaced, as the feature-evolution pages pick
+    them (:data:`sitegen.store.manifest.EVOLUTION_UNITS`).
+    """
     choice = net.units.get(info.name, "all") if isinstance(net.units, dict) else net.units
     if choice == "all":
-        return list(range(info.units))
-    if isinstance(choice, int):
+        units = list(range(info.units))
+    elif isinstance(choice, int):
         if choice >= info.units:
-            return list(range(info.units))
-        rng = np.random.default_rng([seed, zlib.crc32(info.name.encode())])
-        return sorted(int(u) for u in rng.choice(info.units, size=choice, replace=False))
-    return sorted({u for u in choice if u < info.units})
+            units = list(range(info.units))
+        else:
+            rng = np.random.default_rng([seed, zlib.crc32(info.name.encode())])
+            units = sorted(int(u) for u in rng.choice(info.units, size=choice, replace=False))
+    else:
+        units = sorted({u for u in choice if u < info.units})
+    return evenly_spaced(units, sample) if sample is not None else units
 
 
 def _check_units(spec: Spec, net_name: str, net: NetworkSpec, layers: tuple) -> None:

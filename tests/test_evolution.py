@@ -53,3 +53,21 @@ def test_grey_filters_are_the_sum_over_input_channels() -> None:
     np.testing.assert_array_equal(tile[..., 0], np.rint(np.array([[1, 2], [3, 0]]) / 3 * 255))
     colour = filter_grid(nn.Sequential(conv), pad=0, min_px=2)
     assert not (colour.image[:2, :2] == colour.image[:2, :2, :1]).all()
+
+
+def test_checkpoints_without_pages_get_sprites_for_the_evolution_sample_only() -> None:
+    """Build and render sample the same evolution units: build's non-atlas sprites cover exactly the
+    units the evolution pages show, at any layer width."""
+    from types import SimpleNamespace
+
+    from sitegen.build import _shown_units
+    from sitegen.store.manifest import EVOLUTION_UNITS, evenly_spaced
+
+    net = SimpleNamespace(units={"fc6": 40})
+    for name, width in (("conv1", 64), ("conv2", 10), ("fc6", 256)):
+        info = SimpleNamespace(name=name, units=width)
+        atlas = _shown_units(net, info, 0)
+        sampled = _shown_units(net, info, 0, sample=EVOLUTION_UNITS)
+        assert sampled == evenly_spaced(atlas, EVOLUTION_UNITS)
+        assert len(sampled) == min(EVOLUTION_UNITS, len(atlas)) and set(sampled) <= set(atlas)
+    assert evenly_spaced(list(range(64)), 16) == list(range(0, 64, 4))

@@ -41,9 +41,9 @@ from sitegen.diff import RBO_P, DiffSide, StoreDiff, read_diff, top_bottom, topk
 from sitegen.errors import RenderError, StoreError
 from sitegen.render import charts
 from sitegen.render._models import Chip, Figure, Img
-from sitegen.render.techniques import NO_UNIT, CheckpointTechniques
+from sitegen.render.sections import CheckpointSections, LayerPage, NetworkPage, UnitPage
 from sitegen.store import BuildRecord, CheckpointManifest, DatasetRecord, NetworkRecord, Store, codecs
-from sitegen.store.manifest import CheckpointRef, LayerRecord, SpriteLayout
+from sitegen.store.manifest import EVOLUTION_UNITS, CheckpointRef, LayerRecord, SpriteLayout, evenly_spaced
 
 UNITS_PER_PAGE = 256  # keeps a layer page well under 2 MB of HTML (VGG-19 fc6 has 4096 units)
 ACTMAPS_FORMAT = 1
@@ -66,7 +66,6 @@ _RESERVED_NET = frozenset({"index.html", "filters.png", "actmaps", "evolution", 
 # Evolution pages are <net>/evolution/<layer>.html beside index.html.
 _RESERVED_EVO = frozenset({"index"})
 
-EVOLUTION_UNITS = 16  # units per feature-evolution page (Zeiler & Fergus 2013, Fig. 4, shows a few)
 DIFF_UNITS = 4  # most- and least-changed units shown per layer on a diff page
 
 
@@ -527,7 +526,7 @@ class _Checkpoint:
     classes: Mapping[str, np.ndarray]
     layer_slugs: Mapping[str, str]
     dir: Path
-    techniques: CheckpointTechniques
+    sections: CheckpointSections
 
 
 def plan_site(store: Store) -> SitePlan:
@@ -673,8 +672,8 @@ class _Planner:
             classes=self.store.read_arrays(net.name, name, "classes"),
             layer_slugs=_unique_slugs(m.layers, _RESERVED_NET),
             dir=self.store.checkpoint_dir(net.name, name),
-            techniques=CheckpointTechniques(
-                self.store.checkpoint_dir(net.name, name), m.techniques, base, self.files.__setitem__
+            sections=CheckpointSections(
+                self.store, net.name, name, m.techniques, base, self.files.__setitem__
             ),
         )
 
@@ -832,16 +831,18 @@ class _Planner:
             ok = layer in ck.layer_slugs and unit in shown.get(layer, ())
             return f"{ck.base}{ck.layer_slugs[layer]}/unit-{unit:04d}.html" if ok else ""
 
-        techniques = ck.techniques.network(
-            page_root=_root(f"{ck.base}index.html"),
-            image=lambda i, size: self._image(ds, i, size),
-            chips=ds.chips,
-            class_names=ds.rec.class_names,
-            input_size=net.input_size,
-            layers=m.layers,
-            weighted={lay: _arr(ck.classes, f"{lay}/weighted", npz) for lay in m.layers},
-            overall=overall,
-            unit_href=unit_href,
+        sections = ck.sections.network(
+            NetworkPage(
+                page_root=_root(f"{ck.base}index.html"),
+                image=lambda i, size: self._image(ds, i, size),
+                chips=ds.chips,
+                class_names=ds.rec.class_names,
+                input_size=net.input_size,
+                layers=m.layers,
+                weighted={lay: _arr(ck.classes, f"{lay}/weighted", npz) for lay in m.layers},
+                overall=overall,
+                unit_href=unit_href,
+            )
         )
         self._page(
             f"{ck.base}index.html",
@@ -872,7 +873,7 @@ class _Planner:
             timings=timings,
             filters=self._filters(ck),
             actmaps=self._actmaps(ck, ds, layers),
-            techniques=techniques,
+            sections=sections,
             dataset=ds.rec.name,
             wide=n_cls > charts.MANY_CLASSES,
         )
@@ -1108,7 +1109,7 @@ class _Planner:
                 position=f"{pos + 1} of {len(units)}",
                 rf=f"{rec.rf_size} px",
                 layer_href=page_paths[pos // UNITS_PER_PAGE],
-                extra=ck.techniques.unit(layer, u, folder) if ck.techniques.docs else NO_UNIT,
+                sections=ck.sections.unit(UnitPage(layer, u, folder)) if ck.sections else (),
             )
 
         # Layer pages.
@@ -1144,8 +1145,9 @@ class _Planner:
             Figure("fig-preference", charts.class_preference(weighted, counts_c, ds.rec.class_names), 340),
             Figure("fig-ranks", charts.rank_histograms(per_rank, ds.rec.class_names), 360),
         )
-        stroke = ck.techniques.layer_stroke(layer, weighted, ds.rec.class_names)
-        featvis = ck.techniques.featvis_tiles(layer, folder, lambda u: unit_path.get(u, ""))
+        sections = ck.sections.layer(
+            LayerPage(layer, weighted, ds.rec.class_names, folder, lambda u: unit_path.get(u, ""))
+        )
         for p in range(n_pages):
             chunk = tuple(tiles[p * UNITS_PER_PAGE : (p + 1) * UNITS_PER_PAGE])
             pager = (
@@ -1165,8 +1167,7 @@ class _Planner:
                 layer=layer,
                 facts=facts,
                 figures=figures if p == 0 else (),
-                stroke=stroke if p == 0 else None,
-                featvis=featvis if p == 0 else (),
+                sections=sections if p == 0 else (),
                 top=top if p == 0 else (),
                 bottom=bottom if p == 0 else (),
                 tiles=chunk,
@@ -1672,9 +1673,7 @@ class _Planner:
         )
 
         for layer in mf.layers:
-            units = mf.shown_units.get(layer, [])
-            if len(units) > EVOLUTION_UNITS:  # evenly spaced over the shown units: deterministic
-                units = [units[i * len(units) // EVOLUTION_UNITS] for i in range(EVOLUTION_UNITS)]
+            units = evenly_spaced(mf.shown_units.get(layer, []), EVOLUTION_UNITS)  # as build samples
             rows = []
             for u in units:
                 cells = tuple(

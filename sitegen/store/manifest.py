@@ -37,6 +37,19 @@ class BuildRecord(_Record):
     diffs: list[DiffRef] = Field(default_factory=list)
 
 
+#: Units per layer on a feature-evolution page, evenly spaced over the final checkpoint's shown units
+#: (Zeiler & Fergus 2013, Fig. 4, shows a few). Checkpoints without atlas pages get sprites for these
+#: only: build and render share this rule.
+EVOLUTION_UNITS = 16
+
+
+def evenly_spaced(units: list[int], n: int) -> list[int]:
+    """``n`` of ``units``, evenly spaced (all of them when there are no more than ``n``)."""
+    if len(units) <= n:
+        return list(units)
+    return [units[i * len(units) // n] for i in range(n)]
+
+
 class DatasetRecord(_Record):
     """``store/datasets/<name>/dataset.json``."""
 
@@ -147,4 +160,6 @@ class CheckpointManifest(_Record):
     filters: GridLayout | None = None
     activation_maps: bool = False
     reconstructions: list[str] = Field(default_factory=list)
-    techniques: list[str] = Field(default_factory=list)  # sitegen.techniques.NAMES written
+    techniques: list[str] = Field(default_factory=list)  # analysis kinds written, in registry order
+    # issue 12: each analysis document's own cache key (entry inputs + its params), kind -> key
+    analysis_keys: dict[str, str] = Field(default_factory=dict)
