@@ -43,6 +43,20 @@ from PIL import Image, ImageDraw, ImageFilter
 from sitegen.analyses.class_hist import overall_preference, probe_picks
 from sitegen.analyses.stroke import spearman
 from sitegen.store import Store, codecs
+from sitegen.store.formats import (
+    EmbeddingDoc,
+    ErfDoc,
+    ErfUnit,
+    FeatVisDoc,
+    FeatVisLayer,
+    GradCamDoc,
+    GradCamImage,
+    InvarianceDoc,
+    InvarianceKind,
+    OcclusionDoc,
+    OcclusionImage,
+    StrokeDoc,
+)
 from sitegen.store.manifest import (
     BuildRecord,
     CheckpointManifest,
@@ -480,7 +494,9 @@ def _write_checkpoint(
             # Own generator: the techniques leave every other fixture value as it was without them.
             np.random.default_rng([seed, 7]),
         )
-        timings |= dict(zip(written, (0.9, 1.7, 0.6, 1.1, 0.05, 6.4, 2.3), strict=True))
+        seconds = {"gradcam": 0.9, "occlusion": 1.7, "embedding": 0.6, "invariance": 1.1, "stroke": 0.05}
+        seconds |= {"featvis": 6.4, "erf": 2.3}
+        timings |= {name: seconds[name] for name in written}
     prov = Provenance(
         spec_hash="0123456789abcdef",
         section_hash="aa11",
@@ -681,8 +697,9 @@ def _write_actmaps(
 
 # --- the literature's other techniques (issue 7) -----------------------------------------------------
 
-#: What the fixture writes for ``tiny-alex``'s last checkpoint, in ``sitegen.techniques.NAMES`` order.
-TECHNIQUES = ("gradcam", "occlusion", "embedding", "invariance", "stroke", "featvis", "erf")
+#: What the fixture writes for ``tiny-alex``'s last checkpoint, in registry order
+#: (:func:`sitegen.analyses.registry.names`).
+TECHNIQUES = ("gradcam", "occlusion", "embedding", "invariance", "featvis", "stroke", "erf")
 FEATVIS_LAYER, FEATVIS_SIZE = "conv2", 64
 ERF_LAYER, ERF_UNITS, ERF_OCCLUDER, ERF_STRIDE = "conv2", 2, 5, 2
 OCCLUSION_SIZE, OCCLUSION_STRIDE = 8, 4
@@ -736,7 +753,8 @@ def _write_techniques(
     distinct_sprites: int | None,
     rng: np.random.Generator,
 ) -> list[str]:
-    """The seven technique files of ``sitegen/techniques.py`` (docs/INTERNALS.md, issue 7), synthetic
+    """The seven analysis documents (:mod:`sitegen.store.formats`, docs/INTERNALS.md), written through
+    the store's own types; synthetic
     but shaped like the real ones: maps follow each probe image's strokes, the embedding clusters by
     class, invariance curves grow with the transform, stroke densities are measured on the images."""
     out = store.checkpoint_dir(net, ckpt)
@@ -761,21 +779,19 @@ def _write_techniques(
             store.write_png(out / names[which], np.clip(np.rint(mixed), 0, 255).astype(np.uint8))
         label, pred = int(labels[idx]), int(top5[idx, 0])
         entries.append(
-            {
-                "index": idx,
-                "label": label,
-                "predicted": pred,
-                "true_prob": round(_prob_of(idx, label, top5, top5_prob), 4),
-                "pred_prob": round(float(top5_prob[idx, 0]), 4),
-                "true_peak": round(float(rng.uniform(0.2, 1.5)), 5),
-                "pred_peak": round(float(rng.uniform(0.2, 1.5)), 5),
-                "true_png": names["true"],
-                "pred_png": names["pred"],
-            }
+            GradCamImage(
+                index=idx,
+                label=label,
+                predicted=pred,
+                true_prob=round(_prob_of(idx, label, top5, top5_prob), 4),
+                pred_prob=round(float(top5_prob[idx, 0]), 4),
+                true_peak=round(float(rng.uniform(0.2, 1.5)), 5),
+                pred_peak=round(float(rng.uniform(0.2, 1.5)), 5),
+                true_png=names["true"],
+                pred_png=names["pred"],
+            )
         )
-    store.write_json(
-        out / "gradcam.json", {"format": 1, "layer": "conv2", "grid": [conv2.shape[1]] * 2, "images": entries}
-    )
+    store.write_analysis(net, ckpt, GradCamDoc(layer="conv2", grid=[conv2.shape[1]] * 2, images=entries))
 
     # Occlusion: hiding ink lowers the probabilities and the strongest conv2 unit's activation.
     size, stride = OCCLUSION_SIZE, OCCLUSION_STRIDE
@@ -795,32 +811,32 @@ def _write_techniques(
         true_map = p_true * (1 - 0.85 * hidden)
         pred_map = p_pred * (1 - 0.6 * hidden * rng.uniform(0.5, 1.0, hidden.shape))
         occl.append(
-            {
-                "index": idx,
-                "label": label,
-                "predicted": pred,
-                "unit": unit,
-                "base_true_prob": round(p_true, 4),
-                "base_pred_prob": round(p_pred, 4),
-                "base_activation": round(act0, 4),
-                "true_prob": np.round(true_map, 4).tolist(),
-                "pred_prob": np.round(pred_map, 4).tolist(),
-                "activation": np.round(act0 * (1 - 0.9 * focus * hidden.clip(0.3)), 4).tolist(),
-                "top_class": np.where(true_map < p_true * 0.4, (label + 1) % n_classes, pred).tolist(),
-            }
+            OcclusionImage(
+                index=idx,
+                label=label,
+                predicted=pred,
+                unit=unit,
+                base_true_prob=round(p_true, 4),
+                base_pred_prob=round(p_pred, 4),
+                base_activation=round(act0, 4),
+                true_prob=np.round(true_map, 4).tolist(),
+                pred_prob=np.round(pred_map, 4).tolist(),
+                activation=np.round(act0 * (1 - 0.9 * focus * hidden.clip(0.3)), 4).tolist(),
+                top_class=np.where(true_map < p_true * 0.4, (label + 1) % n_classes, pred).tolist(),
+            )
         )
-    store.write_json(
-        out / "occlusion.json",
-        {
-            "format": 1,
-            "size": size,
-            "stride": stride,
-            "fill": 0.5,
-            "layer": "conv2",
-            "rows": centres.tolist(),
-            "cols": centres.tolist(),
-            "images": occl,
-        },
+    store.write_analysis(
+        net,
+        ckpt,
+        OcclusionDoc(
+            size=size,
+            stride=stride,
+            fill=0.5,
+            layer="conv2",
+            rows=centres.tolist(),
+            cols=centres.tolist(),
+            images=occl,
+        ),
     )
 
     # Embedding: t-SNE-like class clusters on a ring; misclassified images drift toward their guess.
@@ -830,17 +846,17 @@ def _write_techniques(
     drift = np.stack([np.cos(guess), np.sin(guess)], 1) * 20
     wrong = (top5[:, 0] != labels)[:, None]
     xy = np.where(wrong, 0.6 * ring + 0.4 * drift, ring) + rng.normal(0, 3.0, ring.shape)
-    store.write_json(
-        out / "embedding.json",
-        {
-            "format": 1,
-            "method": "tsne",
-            "dim": by_name["fc6"].units,
-            "x": np.round(xy[:, 0], 4).tolist(),
-            "y": np.round(xy[:, 1], 4).tolist(),
-            "labels": labels.tolist(),
-            "predicted": top5[:, 0].tolist(),
-        },
+    store.write_analysis(
+        net,
+        ckpt,
+        EmbeddingDoc(
+            method="tsne",
+            dim=by_name["fc6"].units,
+            x=np.round(xy[:, 0], 4).tolist(),
+            y=np.round(xy[:, 1], 4).tolist(),
+            labels=labels.tolist(),
+            predicted=top5[:, 0].tolist(),
+        ),
     )
 
     # Invariance: the first layer moves away fast, the top layer slowly; probabilities sag.
@@ -866,21 +882,18 @@ def _write_techniques(
         )
         base = np.array([_prob_of(i, int(labels[i]), top5, top5_prob) for i in picks])
         prob = base[:, None] * (1 - 0.7 * d[None, :] ** 1.5 * rng.uniform(0.6, 1.0, (len(picks), 1)))
-        kinds[kind] = {
-            "unit": unit_name,
-            "amounts": amounts,
-            "relative": np.round(rel, 4).tolist(),
-            "true_prob": np.round(prob, 4).tolist(),
-        }
-    store.write_json(
-        out / "invariance.json",
-        {
-            "format": 1,
-            "layers": list(INVARIANCE_LAYERS),
-            "images": picks,
-            "labels": labels[picks].tolist(),
-            "kinds": kinds,
-        },
+        kinds[kind] = InvarianceKind(
+            unit=unit_name,
+            amounts=amounts,
+            relative=np.round(rel, 4).tolist(),
+            true_prob=np.round(prob, 4).tolist(),
+        )
+    store.write_analysis(
+        net,
+        ckpt,
+        InvarianceDoc(
+            layers=list(INVARIANCE_LAYERS), images=picks, labels=labels[picks].tolist(), kinds=kinds
+        ),
     )
 
     # Stroke density and complexity, measured on the probe images; Spearman per layer.
@@ -893,18 +906,18 @@ def _write_techniques(
     n = np.bincount(labels, minlength=n_classes)
     density = np.array([ink_share[labels == c].mean() for c in range(n_classes)])
     complexity = np.array([np.mean(np.asarray(png_size)[labels == c]) for c in range(n_classes)])
-    store.write_json(
-        out / "stroke.json",
-        {
-            "format": 1,
-            "kind": "sketch",
-            "density": np.round(density, 5).tolist(),
-            "complexity": np.round(complexity, 5).tolist(),
-            "n": n.tolist(),
-            "rho_density": {lay: _spearman(w, density) for lay, w in weighted.items()},
-            "rho_complexity": {lay: _spearman(w, complexity) for lay, w in weighted.items()},
-            "rho_overall": _spearman(overall_preference(list(weighted.values())), density),
-        },
+    store.write_analysis(
+        net,
+        ckpt,
+        StrokeDoc(
+            kind="sketch",
+            density=np.round(density, 5).tolist(),
+            complexity=np.round(complexity, 5).tolist(),
+            n=n.tolist(),
+            rho_density={lay: _spearman(w, density) for lay, w in weighted.items()},
+            rho_complexity={lay: _spearman(w, complexity) for lay, w in weighted.items()},
+            rho_overall=_spearman(overall_preference(list(weighted.values())), density),
+        ),
     )
 
     # Feature visualization of conv2's shown units: coloured oriented gratings under a soft blob.
@@ -923,32 +936,32 @@ def _write_techniques(
             env = 0.55 + 0.45 * _blob(f, (f / 2, f / 2), f / 3)
             rgb = 0.5 + 0.5 * wave[..., None] * env[..., None] * (hue * 2 - 1)
             cache[key] = codecs.encode_webp(np.clip(rgb * 255, 0, 255).astype(np.uint8))
-        path = out / "featvis" / FEATVIS_LAYER / f"unit-{u:04d}.webp"
+        path = out / FeatVisDoc.image(FEATVIS_LAYER, u)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(cache[key])
     start = rng.uniform(0.1, 0.6, len(units))
-    store.write_json(
-        out / "featvis.json",
-        {
-            "format": 1,
-            "size": f,
-            "seed": 0,
-            "steps": 128,
-            "lr": 0.05,
-            "param": "fourier",
-            "decorrelate": True,
-            "grayscale": False,
-            "transforms": True,
-            "tv": 0.0,
-            "l2": 0.0,
-            "layers": {
-                FEATVIS_LAYER: {
-                    "units": list(units),
-                    "objective": np.round(start * rng.uniform(8, 20, len(units)), 4).tolist(),
-                    "start_objective": np.round(start, 4).tolist(),
-                }
+    store.write_analysis(
+        net,
+        ckpt,
+        FeatVisDoc(
+            size=f,
+            seed=0,
+            steps=128,
+            lr=0.05,
+            param="fourier",
+            decorrelate=True,
+            grayscale=False,
+            transforms=True,
+            tv=0.0,
+            l2=0.0,
+            layers={
+                FEATVIS_LAYER: FeatVisLayer(
+                    units=list(units),
+                    objective=np.round(start * rng.uniform(8, 20, len(units)), 4).tolist(),
+                    start_objective=np.round(start, 4).tolist(),
+                )
             },
-        },
+        ),
     )
 
     # Empirical RF of the first shown conv2 units: a blob a little smaller than the analytic RF.
@@ -962,18 +975,17 @@ def _write_techniques(
         peak = float(m.max())
         name = f"erf/{ERF_LAYER}/unit-{u:04d}.png"
         store.write_png(out / name, _viridis(m / peak))
-        got[str(u)] = {
-            "png": name,
-            "map_size": side,
-            "analytic_size": lay.rf_size,
-            "effective_size": round(float(lay.rf_size * rng.uniform(0.5, 0.8)), 2),
-            "centroid": [round(float(x), 2) for x in centroid],
-            "mass": 0.9,
-            "images": 9,
-            "peak": round(peak, 5),
-        }
-    store.write_json(
-        out / "erf.json",
-        {"format": 1, "occluder": ERF_OCCLUDER, "stride": ERF_STRIDE, "layers": {ERF_LAYER: got}},
+        got[str(u)] = ErfUnit(
+            png=name,
+            map_size=side,
+            analytic_size=lay.rf_size,
+            effective_size=round(float(lay.rf_size * rng.uniform(0.5, 0.8)), 2),
+            centroid=[round(float(x), 2) for x in centroid],
+            mass=0.9,
+            images=9,
+            peak=round(peak, 5),
+        )
+    store.write_analysis(
+        net, ckpt, ErfDoc(occluder=ERF_OCCLUDER, stride=ERF_STRIDE, layers={ERF_LAYER: got})
     )
     return list(TECHNIQUES)

@@ -216,11 +216,11 @@ def test_cached_rebuild_loads_no_model(built: Path, tmp_path: Path, monkeypatch:
 
 
 def test_techniques_are_stored_and_shown(built: Path) -> None:
-    from sitegen.techniques import NAMES
+    from sitegen.analyses.registry import names
 
     store = Store(built / "output" / "store")
     m = store.read_manifest("net", "epoch-2")
-    assert m.techniques == list(NAMES)
+    assert m.techniques == list(names())
     assert store.read_manifest("net", "epoch-1").techniques == []  # mined for the diff only: no pages
     ck = store.checkpoint_dir("net", "epoch-2")
     n_probe = store.read_dataset("d").n_probe
@@ -262,6 +262,55 @@ def test_techniques_are_stored_and_shown(built: Path) -> None:
     other = m.shown_units["conv5"][1]
     assert "-erf.png" not in (site / "conv5" / f"unit-{other:04d}.html").read_text()
     assert 'class="fv-grid"' in (site / "conv5" / "index.html").read_text()
+
+
+def test_changing_one_analysis_recomputes_only_it(
+    built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12: each analysis document is keyed by (its checkpoint entry's inputs, its own params):
+    a new ``featvis.steps`` reruns featvis only, not mining, patches, reconstructions, activation maps
+    or the other analyses; the rebuild after it is a no-op."""
+    import sitegen.build as build_mod
+    from sitegen.analyses import featvis as featvis_mod
+    from sitegen.analyses.registry import REGISTRY
+    from sitegen.store.formats import FeatVisDoc
+
+    copy = tmp_path / "copy"
+    shutil.copytree(built, copy)
+    spec_path = copy / "experiments.yaml"
+    spec_path.write_text(spec_path.read_text().replace("steps: 4", "steps: 3"))
+    store = Store(copy / "output" / "store")
+    before = store.read_manifest("net", "epoch-2")
+    ck = store.checkpoint_dir("net", "epoch-2")
+    others = {k: (ck / f"{k}.json").read_bytes() for k in before.techniques}
+
+    def boom(*_a: object, **_k: object) -> None:
+        raise AssertionError("called")
+
+    for stage in ("mine", "reconstruct_topk", "extract_patches", "activation_maps", "filter_grid"):
+        monkeypatch.setattr(build_mod, stage, boom)
+    for kind in REGISTRY.values():
+        if kind.name != "featvis":
+            monkeypatch.setattr(kind.analysis(), "run", boom)
+    ran: list[int] = []
+    real = featvis_mod.run
+    monkeypatch.setattr(featvis_mod, "run", lambda *a, **k: ran.append(1) or real(*a, **k))
+
+    result = build(load_spec(spec_path), render=False)
+    assert ran == [1] and (result.computed, result.cached) == (0, 2)
+    after = store.read_manifest("net", "epoch-2")
+    assert after.key == before.key and after.techniques == before.techniques
+    assert after.analysis_keys["featvis"] != before.analysis_keys["featvis"]
+    assert {k: v for k, v in after.analysis_keys.items() if k != "featvis"} == {
+        k: v for k, v in before.analysis_keys.items() if k != "featvis"
+    }
+    assert store.read_analysis("net", "epoch-2", FeatVisDoc).steps == 3
+    for kind, data in others.items():  # the other documents are the same bytes
+        if kind != "featvis":
+            assert (ck / f"{kind}.json").read_bytes() == data, kind
+
+    monkeypatch.setattr(featvis_mod, "run", boom)  # now current: nothing reruns
+    build(load_spec(spec_path), render=False)
 
 
 @pytest.mark.parametrize(

@@ -198,8 +198,7 @@ def test_empirical_rf_rejects_bad_positions() -> None:
     ],
 )
 def test_occlusion_defaults_scale_with_the_input(given, input_size, want) -> None:
-    from sitegen.analyses.occlusion import occluder_grid
-    from sitegen.techniques import occlusion_geometry
+    from sitegen.analyses.occlusion import occluder_grid, occlusion_geometry
 
     assert occlusion_geometry(*given, input_size) == want
     if given == (None, None):
@@ -208,7 +207,7 @@ def test_occlusion_defaults_scale_with_the_input(given, input_size, want) -> Non
 
 
 def test_empirical_rf_defaults_follow_zhou_et_al() -> None:
-    from sitegen.techniques import erf_geometry
+    from sitegen.analyses.erf import erf_geometry
 
     assert erf_geometry(None, None, 227) == (11, 3)
     assert erf_geometry(None, None, 224) == (11, 3)

@@ -15,11 +15,22 @@ The returned coordinates are centred and scaled by ONE factor so that the larger
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import numpy as np
 
+from sitegen.analyses.registry import rounded
 from sitegen.errors import SitegenError
+from sitegen.spec import EmbeddingSpec
+from sitegen.store.formats import EmbeddingDoc
 
-__all__ = ["METHODS", "embed"]
+if TYPE_CHECKING:
+    from sitegen.analyses.registry import Context
+    from sitegen.mine import Mined
+
+__all__ = ["KIND", "METHODS", "Params", "Result", "embed", "run", "save"]
 
 #: Embedding methods.
 METHODS = ("tsne", "pca", "umap")
@@ -123,3 +134,46 @@ def _scale(coords: np.ndarray) -> np.ndarray:
         return np.zeros_like(coords, dtype=np.float32)
     out = (coords - (lo + hi) / 2) / half
     return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+
+# --- the atlas entry (issue 12: sitegen.analyses.registry) ------------------------------------------
+
+KIND = "embedding"
+Params = EmbeddingSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """2-D coordinates of the probe set's penultimate features (``mined.features``)."""
+
+    method: str
+    dim: int
+    coords: np.ndarray  # float32 [N, 2]
+    labels: np.ndarray  # int64 [N]
+    predicted: np.ndarray  # int64 [N]
+
+
+def run(ctx: Context, mined: Mined, params: Params) -> Result | None:
+    """t-SNE / PCA / UMAP of the features mining kept (None: the net has no linear layer)."""
+    feats = mined.features
+    if feats is None or len(feats) == 0:
+        return None
+    coords = embed(feats, method=params.method, seed=ctx.seed, perplexity=params.perplexity)
+    return Result(
+        method=params.method if len(feats) >= _MIN_TSNE else "pca",
+        dim=int(feats.shape[1]),
+        coords=coords,
+        labels=np.asarray(mined.labels),
+        predicted=np.asarray(mined.top5[:, 0]),
+    )
+
+
+def save(ctx: Context, result: Result, out: Path) -> EmbeddingDoc:
+    return EmbeddingDoc(
+        method=result.method,
+        dim=result.dim,
+        x=rounded(result.coords[:, 0]),
+        y=rounded(result.coords[:, 1]),
+        labels=result.labels.tolist(),
+        predicted=result.predicted.tolist(),
+    )

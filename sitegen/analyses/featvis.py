@@ -68,6 +68,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -76,10 +77,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sitegen.analyses._hooks import StopForward, Truncated, get_module, phase_backward, truncated
+from sitegen.analyses.registry import Context, Problem, pick_layers, rounded
 from sitegen.errors import ModelError
+from sitegen.mine import Mined
 from sitegen.models._api import LayerInfo, LoadedModel
+from sitegen.spec import FeatVisSpec
+from sitegen.store import codecs
+from sitegen.store.formats import FeatVisDoc, FeatVisLayer
 
-__all__ = ["PARAMS", "FeatVis", "featvis"]
+__all__ = ["KIND", "PARAMS", "FeatVis", "Params", "Result", "check", "featvis", "run", "save"]
 
 #: Image parametrizations.
 PARAMS = ("fourier", "pixel")
@@ -748,3 +754,60 @@ def _auto_chunk(forward: Callable[[Tensor], Tensor], size: int, device: torch.de
     else:
         budget = _CPU_BUDGET
     return int(max(1, min(_MAX_AUTO_CHUNK, budget // per_unit)))
+
+
+# --- the atlas entry (issue 12: sitegen.analyses.registry) ------------------------------------------
+
+KIND = "featvis"
+Params = FeatVisSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """Optimized images of the first ``params.units`` shown units of each chosen layer."""
+
+    size: int
+    seed: int
+    params: FeatVisSpec
+    layers: tuple[FeatVis, ...]
+
+
+def check(params: Params, layers: Sequence[LayerInfo], problem: Problem, network: str) -> None:
+    if not isinstance(params.layers, str):
+        pick_layers(params.layers, layers, problem, ("analyses", KIND, "layers"), network)
+
+
+def run(ctx: Context, mined: Mined, params: Params) -> Result | None:
+    lm = ctx.loaded
+    infos = pick_layers(params.layers, lm.layers, ctx.problem, ("analyses", KIND, "layers"), ctx.network)
+    options = params.model_dump(exclude={"enabled", "layers", "units"})  # featvis()'s keyword options
+    done = []
+    for info in infos:
+        units = ctx.shown.get(info.name, [])[: params.units]
+        if units:
+            done.append(featvis(lm, info, units, seed=ctx.seed, device=ctx.device, **options))
+    if not done:
+        return None
+    return Result(size=int(params.size or lm.input_size), seed=ctx.seed, params=params, layers=tuple(done))
+
+
+def save(ctx: Context, result: Result, out: Path) -> FeatVisDoc:
+    """``featvis/<layer>/unit-0007.webp`` per unit and the document."""
+    layers = {}
+    for vis in result.layers:
+        for u, img in zip(vis.units.tolist(), vis.images, strict=True):
+            codecs.write_webp(out / FeatVisDoc.image(vis.layer, u), img)
+        layers[vis.layer] = FeatVisLayer(
+            units=vis.units.tolist(),
+            objective=rounded(vis.objective, 4),
+            start_objective=rounded(vis.start_objective, 4),
+        )
+    p = result.params
+    return FeatVisDoc(
+        size=result.size,
+        seed=result.seed,
+        **p.model_dump(
+            include={"steps", "lr", "param", "decorrelate", "grayscale", "transforms", "tv", "l2"}
+        ),
+        layers=layers,
+    )

@@ -17,9 +17,11 @@ them on the device with :meth:`~sitegen.models.LoadedModel.normalize` (docs/INTE
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,10 +30,31 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sitegen.analyses._hooks import get_module
+from sitegen.analyses.activation_maps import blend
+from sitegen.analyses.class_hist import probe_picks
+from sitegen.analyses.registry import Context, Problem, one_layer
 from sitegen.errors import ModelError
+from sitegen.mine import Mined
 from sitegen.models._api import LayerInfo, LoadedModel
+from sitegen.spec import GradCamSpec
+from sitegen.store import codecs
+from sitegen.store.formats import GradCamDoc, GradCamImage
 
-__all__ = ["GradCamResult", "cam", "default_layer", "gradcam", "run_gradcam"]
+__all__ = [
+    "KIND",
+    "GradCamResult",
+    "Params",
+    "Result",
+    "cam",
+    "check",
+    "default_layer",
+    "gradcam",
+    "run",
+    "run_gradcam",
+    "save",
+]
+
+log = logging.getLogger("sitegen")
 
 #: Layer kinds whose output is a spatial map Grad-CAM can localize with (LayerInfo.kind).
 SPATIAL_KINDS = ("conv", "block")
@@ -332,3 +355,59 @@ def _resolve_layer(loaded: LoadedModel, layer: str | LayerInfo | None) -> LayerI
     except KeyError:
         names = [i.name for i in loaded.layers]
         raise ModelError(f"{loaded.arch}: no layer {layer!r}; layers: {names}") from None
+
+
+# --- the atlas entry (issue 12: sitegen.analyses.registry) ------------------------------------------
+
+KIND = "gradcam"
+Params = GradCamSpec
+_OVERLAY_ALPHA = 0.55
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """Grad-CAM of the probe picks (one per class, in class order): their indices and the maps."""
+
+    images: tuple[int, ...]
+    maps: GradCamResult
+
+
+def check(params: Params, layers: Sequence[LayerInfo], problem: Problem, network: str) -> None:
+    one_layer(params.layer, layers, problem, ("analyses", KIND, "layer"), network)
+
+
+def run(ctx: Context, mined: Mined, params: Params) -> Result | None:
+    """Grad-CAM of the true and the predicted class of ``params.images`` probe images."""
+    info = one_layer(params.layer, ctx.loaded.layers, ctx.problem, ("analyses", KIND, "layer"), ctx.network)
+    if info is None:
+        log.info("%s: Grad-CAM skipped: no conv layer", ctx.network)
+        return None
+    picks = probe_picks(mined.labels, params.images)
+    images, labels = ctx.batch(picks)
+    return Result(tuple(picks), run_gradcam(ctx.loaded, images, labels, layer=info, device=ctx.device))
+
+
+def save(ctx: Context, result: Result, out: Path) -> GradCamDoc:
+    """Viridis overlays ``gradcam/<idx>-true|pred.png`` and the document."""
+    res = result.maps
+    entries = []
+    for j, idx in enumerate(result.images):
+        pic = ctx.picture(idx)
+        names = {}
+        for which, maps in (("true", res.true_maps), ("pred", res.pred_maps)):
+            names[which] = f"gradcam/{idx}-{which}.png"
+            codecs.write_png(out / names[which], blend(pic, maps[j], _OVERLAY_ALPHA))
+        entries.append(
+            GradCamImage(
+                index=idx,
+                label=int(res.labels[j]),
+                predicted=int(res.predicted[j]),
+                true_prob=round(float(res.true_prob[j]), 4),
+                pred_prob=round(float(res.predicted_prob[j]), 4),
+                true_peak=round(float(res.true_peak[j]), 5),
+                pred_peak=round(float(res.pred_peak[j]), 5),
+                true_png=names["true"],
+                pred_png=names["pred"],
+            )
+        )
+    return GradCamDoc(layer=res.layer, grid=list(res.grid), images=entries)

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,10 +39,28 @@ from torch import Tensor, nn
 from torchvision.transforms import InterpolationMode
 
 from sitegen.analyses._hooks import get_module
+from sitegen.analyses.class_hist import probe_picks
+from sitegen.analyses.registry import Context, Problem, pick_layers, rounded
 from sitegen.errors import ModelError
+from sitegen.mine import Mined
 from sitegen.models._api import LayerInfo, LoadedModel
+from sitegen.spec import InvarianceSpec
+from sitegen.store.formats import InvarianceDoc, InvarianceKind
 
-__all__ = ["KINDS", "InvarianceCurves", "InvarianceResult", "border_fill", "invariance", "transform"]
+__all__ = [
+    "KIND",
+    "KINDS",
+    "InvarianceCurves",
+    "InvarianceResult",
+    "Params",
+    "Result",
+    "border_fill",
+    "check",
+    "invariance",
+    "run",
+    "save",
+    "transform",
+]
 
 #: Transform kinds in the order of Z&F Fig. 5, and the unit of each one's amounts.
 KINDS = {"translation": "px", "rotation": "degrees", "scale": "factor"}
@@ -307,3 +326,62 @@ def _default_layers(loaded: LoadedModel) -> list[LayerInfo]:
     top = linear[-2] if len(linear) >= 2 else spatial[-1] if spatial else None
     first = loaded.layers[0]
     return [first] if top is None or top == first else [first, top]
+
+
+# --- the atlas entry (issue 12: sitegen.analyses.registry) ------------------------------------------
+
+KIND = "invariance"
+Params = InvarianceSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """Invariance curves of the probe picks (one per class, in class order)."""
+
+    images: tuple[int, ...]
+    curves: InvarianceResult
+
+
+def check(params: Params, layers: Sequence[LayerInfo], problem: Problem, network: str) -> None:
+    if params.layers is not None:
+        pick_layers(params.layers, layers, problem, ("analyses", KIND, "layers"), network)
+
+
+def run(ctx: Context, mined: Mined, params: Params) -> Result:
+    lm = ctx.loaded
+    layers = None
+    if params.layers is not None:
+        layers = pick_layers(params.layers, lm.layers, ctx.problem, ("analyses", KIND, "layers"), ctx.network)
+    translations = params.translations
+    if translations is None:  # up to a quarter of the image in 16 steps (Z&F: +-60 px of 224)
+        step = max(1, lm.input_size // 32)
+        translations = [float(t) for t in range(-8 * step, 8 * step + 1, step)]
+    picks = probe_picks(mined.labels, params.images)
+    images, labels = ctx.batch(picks)
+    res = invariance(
+        lm,
+        images,
+        labels,
+        layers=layers,
+        translations=translations,
+        rotations=params.rotations,
+        scales=params.scales,
+        device=ctx.device,
+    )
+    return Result(tuple(picks), res)
+
+
+def save(ctx: Context, result: Result, out: Path) -> InvarianceDoc:
+    res = result.curves
+    kinds = {
+        kind: InvarianceKind(
+            unit=c.unit,
+            amounts=rounded(c.amounts, 3),
+            relative=rounded(c.relative, 4),
+            true_prob=rounded(c.true_prob, 4),
+        )
+        for kind, c in res.curves.items()
+    }
+    return InvarianceDoc(
+        layers=list(res.layers), images=list(result.images), labels=res.labels.tolist(), kinds=kinds
+    )

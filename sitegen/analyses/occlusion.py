@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,11 +35,30 @@ import torch
 from torch import Tensor, nn
 
 from sitegen.analyses._hooks import get_module, truncated
-from sitegen.errors import ModelError
+from sitegen.analyses.class_hist import probe_picks
+from sitegen.analyses.registry import Context, Problem, one_layer, rounded
+from sitegen.errors import ModelError, SpecError
+from sitegen.mine import Mined
 from sitegen.models._api import LayerInfo, LoadedModel
 from sitegen.receptive_field import RF, unit_box
+from sitegen.spec import OcclusionSpec
+from sitegen.store.formats import OcclusionDoc, OcclusionImage
 
-__all__ = ["DEFAULT_FILL", "EmpiricalRF", "OcclusionResult", "empirical_rf", "occluder_grid", "occlusion"]
+__all__ = [
+    "DEFAULT_FILL",
+    "KIND",
+    "EmpiricalRF",
+    "OcclusionResult",
+    "Params",
+    "Result",
+    "check",
+    "empirical_rf",
+    "occluder_grid",
+    "occlusion",
+    "occlusion_geometry",
+    "run",
+    "save",
+]
 
 #: Grey of the un-normalized [0, 1] image space used to fill the occluder.
 DEFAULT_FILL = 0.5
@@ -528,3 +548,86 @@ def _effective_size(m: np.ndarray, mass: float) -> tuple[float, tuple[float, flo
         prev_side, prev_mass = float(s), inside
     return float(side), centroid  # unreachable: the whole map holds all the mass
 
+
+
+# --- the atlas entry (issue 12: sitegen.analyses.registry) ------------------------------------------
+
+KIND = "occlusion"
+Params = OcclusionSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """Occlusion maps of the probe picks (one per class, in class order)."""
+
+    images: tuple[int, ...]
+    maps: OcclusionResult
+
+
+def occlusion_geometry(size: int | None, stride: int | None, input_size: int) -> tuple[int, int]:
+    """The occluding square and its stride: the spec's, or 1/8 of the input and half of that.
+
+    A fixed 8 px square with stride 4 (right for 64 px doodles) is 2,809 positions on a 224 px image:
+    the cost grows with the square of the input side, so the defaults scale with it (issue 13) and
+    every input size gets the same 15 x 15 map of the same relative coarseness.
+    """
+    square = size or max(2, round(input_size / 8))
+    return square, stride or max(1, square // 2)
+
+
+def check(params: Params, layers: Sequence[LayerInfo], problem: Problem, network: str) -> None:
+    one_layer(params.layer, layers, problem, ("analyses", KIND, "layer"), network)
+
+
+def run(ctx: Context, mined: Mined, params: Params) -> Result | None:
+    """Slide a grey square over ``params.images`` probe images (Zeiler & Fergus 2013, Fig. 7)."""
+    lm = ctx.loaded
+    info = one_layer(params.layer, lm.layers, ctx.problem, ("analyses", KIND, "layer"), ctx.network)
+    if info is None:
+        return None
+    size = lm.input_size
+    square, stride = occlusion_geometry(params.size, params.stride, size)
+    if square >= size:
+        raise SpecError([ctx.problem(("analyses", KIND, "size"), f"must be below the {size} px input")])
+    picks = probe_picks(mined.labels, params.images)
+    images, labels = ctx.batch(picks)
+    res = occlusion(
+        lm,
+        images,
+        labels,
+        size=square,
+        stride=stride,
+        layer=info,
+        device=ctx.device,
+        batch_size=params.batch_size,
+    )
+    return Result(tuple(picks), res)
+
+
+def save(ctx: Context, result: Result, out: Path) -> OcclusionDoc:
+    res = result.maps
+    entries = [
+        OcclusionImage(
+            index=idx,
+            label=int(res.labels[j]),
+            predicted=int(res.predicted[j]),
+            unit=int(res.units[j]),
+            base_true_prob=round(float(res.base_true_prob[j]), 4),
+            base_pred_prob=round(float(res.base_pred_prob[j]), 4),
+            base_activation=round(float(res.base_activation[j]), 4),
+            true_prob=rounded(res.true_prob[j]),
+            pred_prob=rounded(res.pred_prob[j]),
+            activation=rounded(res.activation[j]),
+            top_class=res.top_class[j].tolist(),
+        )
+        for j, idx in enumerate(result.images)
+    ]
+    return OcclusionDoc(
+        size=res.size,
+        stride=res.stride,
+        fill=res.fill,
+        layer=res.layer,
+        rows=rounded(res.rows, 2),
+        cols=rounded(res.cols, 2),
+        images=entries,
+    )

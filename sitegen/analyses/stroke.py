@@ -28,13 +28,28 @@ import io
 import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
+from sitegen.analyses.class_hist import overall_preference
+from sitegen.spec import StrokeSpec
+from sitegen.store.formats import StrokeDoc
+
+if TYPE_CHECKING:
+    from sitegen.analyses.registry import Context
+    from sitegen.mine import Mined
+
 __all__ = [
+    "KIND",
     "KINDS",
     "ClassStats",
+    "Params",
+    "Result",
+    "run",
+    "save",
     "class_stats",
     "density_correlation",
     "edge_density",
@@ -266,3 +281,57 @@ def _guess_kind(head: list[np.ndarray], ink_threshold: float) -> str:
         plain = (np.abs(border - np.median(border)) <= ink_threshold).mean() >= _UNIFORM_BORDER
         votes += bool(grey_like and plain)
     return "sketch" if 4 * votes >= 3 * len(head) else "photo"
+
+
+# --- the atlas entry (issue 12: sitegen.analyses.registry) ------------------------------------------
+
+KIND = "stroke"
+Params = StrokeSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """Per-class stroke statistics and their Spearman rho with each layer's class preference."""
+
+    stats: ClassStats
+    rho_density: dict[str, float]  # layer -> rho (NaN: undefined)
+    rho_complexity: dict[str, float]
+    rho_overall: float  # against the overall (all layers) preference
+
+
+def run(ctx: Context, mined: Mined, params: Params) -> Result:
+    labels = mined.labels
+    stats = class_stats(
+        (ctx.picture(i) for i in range(len(labels))),
+        labels.tolist(),
+        len(ctx.class_names),
+        kind=params.kind,
+        ink_threshold=params.ink_threshold,
+        edge_threshold=params.edge_threshold,
+    )
+    overall = overall_preference(list(ctx.weighted.values()))
+    return Result(
+        stats=stats,
+        rho_density=density_correlation(ctx.weighted, stats.density),
+        rho_complexity=density_correlation(ctx.weighted, stats.complexity),
+        rho_overall=spearman(overall, stats.density),
+    )
+
+
+def save(ctx: Context, result: Result, out: Path) -> StrokeDoc:
+    def clean(d: dict[str, float]) -> dict[str, float | None]:
+        return {k: (None if np.isnan(x) else round(float(x), 4)) for k, x in d.items()}
+
+    def nums(x: np.ndarray) -> list[float | None]:
+        return [None if np.isnan(v) else round(float(v), 5) for v in x]
+
+    s = result.stats
+    return StrokeDoc(
+        kind="photo" if s.kind == "photo" else "sketch",  # ClassStats.kind: "auto" resolved
+        density=nums(s.density),
+        complexity=nums(s.complexity),
+        n=s.n.astype(int).tolist(),
+        rho_density=clean(result.rho_density),
+        rho_complexity=clean(result.rho_complexity),
+        rho_overall=None if np.isnan(result.rho_overall) else round(float(result.rho_overall), 4),
+    )

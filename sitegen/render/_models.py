@@ -1,4 +1,4 @@
-"""View models shared by :mod:`sitegen.render.views` and :mod:`sitegen.render.techniques`."""
+"""View models shared by :mod:`sitegen.render.views` and :mod:`sitegen.render.sections`."""
 
 from __future__ import annotations
 

@@ -18,6 +18,8 @@ from pydantic import BaseModel, ValidationError
 
 from sitegen.errors import StoreError
 from sitegen.store import codecs
+from sitegen.store.formats import FORMAT as ANALYSIS_FORMAT
+from sitegen.store.formats import AnalysisDoc
 from sitegen.store.manifest import (
     FORMAT,
     BuildRecord,
@@ -29,6 +31,7 @@ from sitegen.store.manifest import (
 __all__ = ["Store", "FORMAT", "BuildRecord", "CheckpointManifest", "DatasetRecord", "NetworkRecord"]
 
 R = TypeVar("R", bound=BaseModel)
+D = TypeVar("D", bound=AnalysisDoc)
 
 
 class Store:
@@ -107,6 +110,18 @@ class Store:
             return False
         return data.get("format") == FORMAT and data.get("key") == key
 
+    # --- analysis documents (sitegen.store.formats) ---------------------------------------------------
+    def analysis_path(self, network: str, checkpoint: str, kind: str) -> Path:
+        return self.checkpoint_dir(network, checkpoint) / f"{kind}.json"
+
+    def write_analysis(self, network: str, checkpoint: str, doc: AnalysisDoc) -> None:
+        """Write one analysis document (``<kind>.json``; its images are already in the folder)."""
+        self.write_json(self.analysis_path(network, checkpoint, doc.KIND), doc.model_dump(mode="json"))
+
+    def read_analysis(self, network: str, checkpoint: str, model: type[D]) -> D:
+        """Read and validate one analysis document: any problem is a one-line StoreError."""
+        return read_analysis(self.analysis_path(network, checkpoint, model.KIND), model)
+
     # --- arrays and images -----------------------------------------------------------------------
     def write_arrays(self, network: str, checkpoint: str, name: str, arrays: dict[str, np.ndarray]) -> None:
         path = self.checkpoint_dir(network, checkpoint) / f"{name}.npz"
@@ -169,6 +184,27 @@ class Store:
             return model.model_validate(data)
         except ValidationError as e:
             raise StoreError(f"{path}: not a valid {model.__name__}: {e.errors()[0]['msg']}") from None
+
+
+def read_analysis(path: Path, model: type[D]) -> D:
+    """An analysis document at ``path``, validated against ``model`` (one-line StoreError otherwise)."""
+    if not path.is_file():
+        raise StoreError(f"{path}: missing; the store is incomplete, rerun `sitegen build`")
+    try:
+        data = codecs.read_json(path)
+    except (OSError, ValueError) as e:
+        raise StoreError(f"{path}: unreadable ({e}); rerun `sitegen build`") from None
+    fmt = data.get("format") if isinstance(data, dict) else None
+    if fmt != ANALYSIS_FORMAT:
+        raise StoreError(f"{path}: format {fmt!r}, this sitegen reads format {ANALYSIS_FORMAT}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "document"
+        raise StoreError(
+            f"{path}: malformed ({where}: {err['msg']}; {e.error_count()} problem(s)); rerun `sitegen build`"
+        ) from None
 
 
 _WRITE_HINTS = {

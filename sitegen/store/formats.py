@@ -1,0 +1,243 @@
+"""Typed store documents of the analyses: one pydantic model per kind, one ``FORMAT`` (issue 12).
+
+``networks/<net>/<ckpt>/<kind>.json`` is written from these models by
+:meth:`sitegen.store.Store.write_analysis` and read back, validated once, by
+:meth:`sitegen.store.Store.read_analysis`; render and the test fixture use the same types, so a
+field is named in one place. File paths inside a document are relative to the checkpoint folder
+and checked here (no ``..``, not absolute). Torch-free, like the rest of the store.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
+
+#: Format of every analysis document (bumped when a reader could misread an older one).
+FORMAT: Literal[1] = 1
+
+
+def _inside(rel: str) -> str:
+    p = PurePosixPath(rel)
+    if p.is_absolute() or ".." in p.parts:
+        raise ValueError(f"file {rel!r} leaves the checkpoint folder")
+    return rel
+
+
+#: A file of the checkpoint folder, relative to it.
+RelPath = Annotated[str, AfterValidator(_inside)]
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AnalysisDoc(_Part):
+    """Base of every analysis document: its ``format`` and what it references."""
+
+    KIND: ClassVar[str] = ""
+    format: Literal[1] = FORMAT
+
+    def probe_images(self) -> list[int]:
+        """Probe images the document's pages show (the build writes them under ``datasets/``)."""
+        return []
+
+
+# --- gradcam.json -----------------------------------------------------------------------------------
+
+
+class GradCamImage(_Part):
+    index: int
+    label: int
+    predicted: int
+    true_prob: float
+    pred_prob: float
+    true_peak: float  # max of the raw ReLU'd map (0: no evidence)
+    pred_peak: float
+    true_png: RelPath  # viridis overlay at image size
+    pred_png: RelPath
+
+
+class GradCamDoc(AnalysisDoc):
+    """Grad-CAM (Selvaraju et al. 2017) of the true and the predicted class at ``layer``."""
+
+    KIND: ClassVar[str] = "gradcam"
+    layer: str
+    grid: list[int]
+    images: list[GradCamImage]
+
+    def probe_images(self) -> list[int]:
+        return [e.index for e in self.images]
+
+
+# --- occlusion.json ---------------------------------------------------------------------------------
+
+
+class OcclusionImage(_Part):
+    index: int
+    label: int
+    predicted: int
+    unit: int  # strongest unit of ``layer`` on the intact image
+    base_true_prob: float
+    base_pred_prob: float
+    base_activation: float
+    true_prob: list[list[float]]  # [R][C] over occluder centres
+    pred_prob: list[list[float]]
+    activation: list[list[float]]
+    top_class: list[list[int]]
+
+
+class OcclusionDoc(AnalysisDoc):
+    """Occlusion sensitivity (Zeiler & Fergus 2013, Fig. 7); maps over ``rows`` x ``cols`` centres."""
+
+    KIND: ClassVar[str] = "occlusion"
+    size: int
+    stride: int
+    fill: float
+    layer: str
+    rows: list[float]
+    cols: list[float]
+    images: list[OcclusionImage]
+
+    def probe_images(self) -> list[int]:
+        return [e.index for e in self.images]
+
+
+# --- embedding.json ---------------------------------------------------------------------------------
+
+
+class EmbeddingDoc(AnalysisDoc):
+    """2-D map of the probe set's penultimate features (one point per probe image)."""
+
+    KIND: ClassVar[str] = "embedding"
+    method: str
+    dim: int
+    x: list[float]
+    y: list[float]
+    labels: list[int]
+    predicted: list[int]
+
+    @model_validator(mode="after")
+    def _same_length(self) -> EmbeddingDoc:
+        if not len(self.x) == len(self.y) == len(self.labels) == len(self.predicted):
+            raise ValueError("x, y, labels and predicted differ in length")
+        return self
+
+
+# --- invariance.json --------------------------------------------------------------------------------
+
+
+class InvarianceKind(_Part):
+    unit: str
+    amounts: list[float]
+    relative: list[list[list[float]]]  # [L][B][A]: ||f(Tx) - f(x)|| / ||f(x)||
+    true_prob: list[list[float]]  # [B][A]
+
+
+class InvarianceDoc(AnalysisDoc):
+    """Translation / rotation / scale sweeps (Zeiler & Fergus 2013, Fig. 5)."""
+
+    KIND: ClassVar[str] = "invariance"
+    layers: list[str]
+    images: list[int]
+    labels: list[int]
+    kinds: dict[str, InvarianceKind]
+
+    def probe_images(self) -> list[int]:
+        return list(self.images)
+
+
+# --- stroke.json ------------------------------------------------------------------------------------
+
+
+class StrokeDoc(AnalysisDoc):
+    """Per-class stroke density / complexity (None: no probe image) and Spearman rho per layer."""
+
+    KIND: ClassVar[str] = "stroke"
+    kind: Literal["sketch", "photo"]
+    density: list[float | None]
+    complexity: list[float | None]
+    n: list[int]
+    rho_density: dict[str, float | None]
+    rho_complexity: dict[str, float | None]
+    rho_overall: float | None  # against the overall (all layers) preference
+
+
+# --- featvis.json -----------------------------------------------------------------------------------
+
+
+class FeatVisLayer(_Part):
+    units: list[int]
+    objective: list[float]
+    start_objective: list[float]
+
+    @model_validator(mode="after")
+    def _same_length(self) -> FeatVisLayer:
+        if not len(self.units) == len(self.objective) == len(self.start_objective):
+            raise ValueError("units, objective and start_objective differ in length")
+        return self
+
+
+class FeatVisDoc(AnalysisDoc):
+    """One optimized image per unit: ``featvis/<layer>/unit-0007.webp``."""
+
+    KIND: ClassVar[str] = "featvis"
+    size: int
+    seed: int
+    steps: int
+    lr: float
+    param: str
+    decorrelate: bool
+    grayscale: bool
+    transforms: bool
+    tv: float
+    l2: float
+    layers: dict[str, FeatVisLayer]
+
+    @staticmethod
+    def image(layer: str, unit: int) -> str:
+        """The WebP of one unit, relative to the checkpoint folder."""
+        return f"featvis/{layer}/unit-{unit:04d}.webp"
+
+
+# --- erf.json ---------------------------------------------------------------------------------------
+
+
+class ErfUnit(_Part):
+    png: RelPath  # viridis, map_size px square, centred on the analytic RF
+    map_size: int
+    analytic_size: int
+    effective_size: float
+    centroid: list[float]
+    mass: float
+    images: int
+    peak: float
+
+
+class ErfDoc(AnalysisDoc):
+    """Empirical receptive fields (Zhou et al. 2015): layer -> unit (as a string) -> map."""
+
+    KIND: ClassVar[str] = "erf"
+    occluder: int
+    stride: int
+    layers: dict[str, dict[str, ErfUnit]]
+
+
+__all__ = [
+    "FORMAT",
+    "AnalysisDoc",
+    "EmbeddingDoc",
+    "ErfDoc",
+    "ErfUnit",
+    "FeatVisDoc",
+    "FeatVisLayer",
+    "GradCamDoc",
+    "GradCamImage",
+    "InvarianceDoc",
+    "InvarianceKind",
+    "OcclusionDoc",
+    "OcclusionImage",
+    "RelPath",
+    "StrokeDoc",
+]
