@@ -23,7 +23,10 @@
     seed one pair per input (deconvnet ReLU rule, plain autograd): seconds per backward / 16. Against
     it, ``reconstruct_topk`` (deconvnet) on a top-9 table of 64 units x 9 images drawn from 200
     images (conv positions: each unit's argmax in the image), everything included (image loading,
-    forwards, display tiles). Prints ms per pair for both and the ratio; target <= 1.3.
+    forwards, display tiles). Prints ms per pair for both and the ratio; target <= 1.3. Measured
+    (2026-12-04, ``--threads 1``, CPU time: the machine's load was 6 on 2 cores, so wall times
+    drifted 3x): fc6 1.10, fc7 1.08, fc8 1.08, prob 1.12 (before the shared forward: fc6 1.84, prob
+    1.83); conv2 1.56, conv3 2.04, conv4 1.93, conv5 1.87 (a conv pair forwards its crop too).
 
 Variants are interleaved and repeated, medians reported: the machine is shared and noisy (10-30 %
 run to run, shared/PERFORMANCE.md). Wall and CPU time are both printed: on an oversubscribed machine

@@ -26,19 +26,32 @@ computing what a single unit never sees):
   (with many pairs, border crops are lengthened to a few shared shapes so that they batch). Crops
   need the network up to the target to be a chain of conv/pool/pointwise modules (checked on one
   traced forward per call); otherwise, and for linear/prob layers, the whole image is used;
-- on a crop chain, a strided conv's input gradient (oneDNN's slow transposed conv, alexnet's conv1) is
-  computed as a stride-1 conv plus a pixel shuffle (:func:`sitegen.analyses._hooks.phase_backward`:
-  equal up to float rounding, about 3x faster for that conv);
+- whole-image pairs (linear and prob layers, or no crop chain) share one forward per distinct image
+  and run many units' backward signals in one batched backward: a batch of images is forwarded with
+  its graph retained, and each backward round seeds one pair of every image of the batch
+  (:meth:`_Engine._whole`, batches from :func:`_schedule`); that is the bare batched backward, plus
+  one forward per image. ``reconstruct_topk`` feeds those layers image block by image block (each
+  distinct image loaded and forwarded once for every unit that ranks it, memory bounded by
+  ``_IMAGE_BLOCK`` images): 36,864 fc6 pairs over 3,040 images take about 3,100 forwards (a random
+  table), not 36,864;
+- a strided conv's input gradient (oneDNN's slow transposed conv, alexnet's conv1) is computed as a
+  stride-1 conv plus a pixel shuffle, on crops and whole images alike
+  (:func:`sitegen.analyses._hooks.phase_backward`: equal up to float rounding, about 3x faster for
+  that conv; alexnet's whole-image fc6 backward 10 ms a pair instead of 13);
 - when many pairs share an image (a probe image's top channels in every layer), a crop forward per
   pair repeats work: each distinct image is then forwarded once, recording the max-pool switches,
   and each pair's backward runs without autograd on its receptive-field cone only (:class:`_Cone`,
   chosen by an estimate of the conv multiply-adds of both ways; ``shared_forward`` forces either).
 
-benchmarks/reconstruct.py measures it (shared 2-core CPU): 14-19x captum per (unit, image) over a
-whole alexnet atlas (crop path); vgg16's top-3 channels of 13 layers on one image (shared forward, cone
-backwards: 38 G conv multiply-adds, against 338 G for one backward per feature) 4.9x faster than one
-retained forward plus one backward per feature on one thread (2.2 s against 10.6 s), 2.0-3.1x on two
-threads of a machine that other jobs kept busy.
+benchmarks/reconstruct.py measures it (shared 2-core CPU). ``--part c``, against the bare batched
+backward per layer kind (alexnet 224 px, CPU time on one thread of a busy machine): fc6/fc7/fc8/prob
+1.08-1.12x of it (1.8x before the shared forward); conv2..conv5 1.6-2.0x, as each conv pair's crop is
+forwarded as well as backpropagated (the same multiply-adds), and pairs of one layer rarely share an
+image. 14-19x captum per (unit, image) over a whole alexnet atlas (crop path). vgg16's top-3
+channels of 13 layers on one image (shared forward, cone backwards: 38 G conv multiply-adds, against
+338 G for one backward per feature): 4.9x faster than one retained forward plus one backward per
+feature on one thread (2.2 s against 10.6 s), 2.0-3.1x on two threads of a machine that other jobs
+kept busy.
 """
 
 from __future__ import annotations
