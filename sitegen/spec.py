@@ -385,6 +385,20 @@ class StrokeSpec(_Model):
     edge_threshold: float = Field(0.25, gt=0, description="Sobel magnitude (black-to-white = 1) = edge.")
 
 
+class SmoothGradSpec(_Model):
+    """SmoothGrad (Smilkov et al. 2017): input gradients of the true class averaged over noisy copies."""
+
+    enabled: bool = Field(False, description="Compute SmoothGrad saliency maps (network page).")
+    images: int = Field(4, ge=1, description="Probe images (one per class, in class order).")
+    samples: int = Field(16, ge=1, description="Noisy copies per image (the paper's n; 50 in its figures).")
+    noise: float = Field(
+        0.15,
+        ge=0,
+        description="Noise sigma as a share of the image's value range (max - min); 0: the plain gradient.",
+    )
+    batch_size: int = Field(64, gt=0, description="Noisy copies per forward/backward pass.")
+
+
 class AnalysesSpec(_Model):
     """What to compute for every atlas checkpoint."""
 
@@ -410,6 +424,9 @@ class AnalysesSpec(_Model):
     embedding: EmbeddingSpec = Field(default_factory=EmbeddingSpec, description="t-SNE / PCA embedding.")
     invariance: InvarianceSpec = Field(default_factory=InvarianceSpec, description="Invariance curves.")
     stroke: StrokeSpec = Field(default_factory=StrokeSpec, description="Stroke density vs class preference.")
+    smoothgrad: SmoothGradSpec = Field(
+        default_factory=SmoothGradSpec, description="SmoothGrad saliency maps."
+    )
 
 
 class DiffSpec(_Model):

@@ -36,6 +36,7 @@ analyses:
   reconstructions: {methods: [deconvnet]}
   activation_maps: {images: 2, channels: 2}
   featvis: {enabled: true, steps: 4, layers: last, grayscale: true}
+  smoothgrad: {enabled: true, images: 2, samples: 4}
   empirical_rf: {enabled: true, units: 1, layers: [conv5, conv2_2]}  # conv2_2: a vgg name, skipped here
 diffs:
   - {a: net@epoch-1, b: net@epoch-2}
@@ -217,6 +218,7 @@ def test_cached_rebuild_loads_no_model(built: Path, tmp_path: Path, monkeypatch:
 
 def test_techniques_are_stored_and_shown(built: Path) -> None:
     from sitegen.analyses.registry import names
+    from sitegen.store.formats import SmoothGradDoc
 
     store = Store(built / "output" / "store")
     m = store.read_manifest("net", "epoch-2")
@@ -254,8 +256,11 @@ def test_techniques_are_stored_and_shown(built: Path) -> None:
 
     site = built / "output" / "site" / "net"
     network = (site / "index.html").read_text()
-    for section in ("gradcam", "occlusion", "embedding", "invariance", "stroke"):
+    for section in ("gradcam", "occlusion", "embedding", "invariance", "smoothgrad", "stroke"):
         assert f'id="{section}"' in network, section
+    sg = store.read_analysis("net", "epoch-2", SmoothGradDoc)
+    assert (sg.samples, [int(labels[e.index]) for e in sg.images]) == (4, [0, 1])
+    assert all((site / "smoothgrad" / f"{e.index}-smooth.png").is_file() for e in sg.images)
     unit = (site / "conv5" / f"unit-{first:04d}.html").read_text()
     assert f"unit-{first:04d}-fv.webp" in unit and f"unit-{first:04d}-erf.png" in unit
     assert (site / "conv5" / f"unit-{first:04d}-erf.png").is_file()
@@ -311,6 +316,25 @@ def test_changing_one_analysis_recomputes_only_it(
 
     monkeypatch.setattr(featvis_mod, "run", boom)  # now current: nothing reruns
     build(load_spec(spec_path), render=False)
+
+
+def test_a_stale_embedding_recomputes_its_features_only(built: Path, tmp_path: Path) -> None:
+    """Features are not stored: a changed embedding reruns one feature pass, and the mining results,
+    sprites and other documents stay as they were."""
+    from sitegen.store.formats import EmbeddingDoc
+
+    copy = tmp_path / "copy"
+    shutil.copytree(built, copy)
+    spec_path = copy / "experiments.yaml"
+    text = spec_path.read_text().replace("  top_k: 4\n", "  top_k: 4\n  embedding: {method: pca}\n")
+    spec_path.write_text(text)
+    store = Store(copy / "output" / "store")
+    ck = store.checkpoint_dir("net", "epoch-2")
+    kept = {p: p.read_bytes() for p in (ck / "mined.npz", ck / "gradcam.json", ck / "classes.npz")}
+    result = build(load_spec(spec_path), render=False)
+    assert (result.computed, result.cached) == (0, 2)
+    assert store.read_analysis("net", "epoch-2", EmbeddingDoc).method == "pca"
+    assert all(p.read_bytes() == data for p, data in kept.items())
 
 
 @pytest.mark.parametrize(

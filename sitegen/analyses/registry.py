@@ -39,6 +39,7 @@ from sitegen.spec import (
     InvarianceSpec,
     LayerPick,
     OcclusionSpec,
+    SmoothGradSpec,
     StrokeSpec,
 )
 from sitegen.store.formats import (
@@ -49,6 +50,7 @@ from sitegen.store.formats import (
     GradCamDoc,
     InvarianceDoc,
     OcclusionDoc,
+    SmoothGradDoc,
     StrokeDoc,
 )
 
@@ -120,6 +122,7 @@ register(Kind("gradcam", "gradcam", GradCamSpec, GradCamDoc))
 register(Kind("occlusion", "occlusion", OcclusionSpec, OcclusionDoc))
 register(Kind("embedding", "embedding", EmbeddingSpec, EmbeddingDoc))
 register(Kind("invariance", "invariance", InvarianceSpec, InvarianceDoc))
+register(Kind("smoothgrad", "smoothgrad", SmoothGradSpec, SmoothGradDoc))
 register(Kind("featvis", "featvis", FeatVisSpec, FeatVisDoc))
 register(Kind("stroke", "stroke", StrokeSpec, StrokeDoc))
 register(Kind("erf", "empirical_rf", EmpiricalRFSpec, ErfDoc))

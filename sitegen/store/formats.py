@@ -224,6 +224,31 @@ class ErfDoc(AnalysisDoc):
     layers: dict[str, dict[str, ErfUnit]]
 
 
+# --- smoothgrad.json --------------------------------------------------------------------------------
+
+
+class SmoothGradImage(_Part):
+    index: int
+    label: int  # the differentiated class
+    predicted: int
+    smooth_png: RelPath  # viridis of max_c |SmoothGrad|, scaled by its 99th percentile
+    plain_png: RelPath  # the same for the plain gradient
+    smooth_scale: float  # that percentile (0: an all-zero map)
+    plain_scale: float
+
+
+class SmoothGradDoc(AnalysisDoc):
+    """SmoothGrad (Smilkov et al. 2017) beside the plain gradient, for a few probe images."""
+
+    KIND: ClassVar[str] = "smoothgrad"
+    samples: int
+    noise: float  # sigma as a share of each image's max - min
+    images: list[SmoothGradImage]
+
+    def probe_images(self) -> list[int]:
+        return [e.index for e in self.images]
+
+
 __all__ = [
     "FORMAT",
     "AnalysisDoc",
@@ -239,5 +264,7 @@ __all__ = [
     "OcclusionDoc",
     "OcclusionImage",
     "RelPath",
+    "SmoothGradDoc",
+    "SmoothGradImage",
     "StrokeDoc",
 ]
