@@ -37,7 +37,8 @@ Run::
 
     python benchmarks/reconstruct.py              # parts a and b, about 2 minutes on 2 cores
     python benchmarks/reconstruct.py --part a --repeats 5
-    python benchmarks/reconstruct.py --part c     # about 2-3 minutes on 2 cores
+    python benchmarks/reconstruct.py --part c     # about 3 minutes on 2 cores
+    python benchmarks/reconstruct.py --part c --threads 1   # CPU times steadier on a busy machine
 """
 
 from __future__ import annotations
@@ -436,7 +437,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--part", choices=["a", "b", "c", "both"], default="both", help="both: a and b")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=None, help="default: 3 (parts a, b), 2 (part c)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--captum-units", type=int, default=4, help="units per layer timed with captum")
     parser.add_argument("--units", type=int, default=32, help="units per layer timed with sitegen")
@@ -451,11 +452,11 @@ def main() -> None:
         f"{os.cpu_count()} cores"
     )
     if args.part in ("a", "both"):
-        part_a(args.repeats, args.captum_units, args.units, args.images)
+        part_a(args.repeats or 3, args.captum_units, args.units, args.images)
     if args.part in ("b", "both"):
-        part_b(args.repeats)
+        part_b(args.repeats or 3)
     if args.part == "c":
-        part_c(args.repeats, args.c_units, args.c_pool)
+        part_c(args.repeats or 2, args.c_units, args.c_pool)
 
 
 if __name__ == "__main__":
