@@ -17,6 +17,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -384,7 +385,7 @@ def _build_network(
             cached_manifest = store.read_manifest(net_name, ck.name)
             if lead and in_atlas and _stale_analyses(spec, cached_manifest):  # issue 12: per-analysis keys
                 cached_manifest = _refresh_analyses(
-                    spec, store, net_name, net, ck, load(ck), bundle, device, cached_manifest, report
+                    spec, store, net_name, ck, partial(load, ck), bundle, device, cached_manifest, report
                 )
             accuracy[ck.name] = cached_manifest.accuracy
             cached += 1
@@ -770,9 +771,10 @@ def _analyze(
         problem=spec.problem,
         progress=lambda what, d, n: report(f"{what} {label}", d, n),
     )
-    done, analysis_keys = [], {}
+    written: list[str] = []
+    analysis_keys: dict[str, str] = {}
     if techniques:
-        done, analysis_keys = _run_analyses(spec, store, ck.name, ctx, mined, key, timings, images_needed)
+        written, analysis_keys = _run_analyses(spec, store, ck.name, ctx, mined, key, timings, images_needed)
 
     store.write_arrays(net_name, ck.name, "weights", unit_weights(loaded.module, loaded.layers))
     store.write_arrays(net_name, ck.name, "mined", mined_arrays)
@@ -802,7 +804,7 @@ def _analyze(
         filters=filters_layout,
         activation_maps=has_actmaps,
         reconstructions=methods,
-        techniques=done,
+        techniques=written,
         analysis_keys=analysis_keys,
     )
     store.write_manifest(manifest)  # last: marks the entry complete
@@ -821,11 +823,14 @@ def _analysis_key(entry_key: str, spec: Spec, kind: registry.Kind) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def _stale_analyses(spec: Spec, manifest: CheckpointManifest) -> list[registry.Kind]:
-    """The enabled analyses whose stored document (or recorded skip) is not from their current params."""
+def _stale_analyses(spec: Spec, manifest: CheckpointManifest) -> list[str]:
+    """Kinds whose stored state is not the spec's: enabled ones whose document (or recorded skip) is
+    from other params, and ones the manifest holds that are no longer enabled (to drop)."""
     keys = manifest.analysis_keys
     kinds = registry.enabled(spec.analyses)
-    return [k for k in kinds if keys.get(k.name) != _analysis_key(manifest.key, spec, k)]
+    stale = [k.name for k in kinds if keys.get(k.name) != _analysis_key(manifest.key, spec, k)]
+    on = {k.name for k in kinds}
+    return stale + sorted({*keys, *manifest.techniques} - on)
 
 
 def _run_analyses(
@@ -876,26 +881,34 @@ def _refresh_analyses(
     spec: Spec,
     store: Store,
     net_name: str,
-    net: NetworkSpec,
     ck: _Checkpoint,
-    loaded: LoadedModel,
+    load: Callable[[], LoadedModel],
     bundle: DataBundle,
     device: torch.device,
     manifest: CheckpointManifest,
     report: Progress,
 ) -> CheckpointManifest:
-    """A cached entry whose analyses' params changed: rerun those analyses only, from the stored
-    mining results (no mining, patches or reconstructions), and rewrite the manifest."""
+    """A cached entry whose analyses changed (params, or turned on/off): rerun those analyses only,
+    from the stored mining results (no mining, patches or reconstructions), and rewrite the manifest."""
     a = spec.analyses
     label = f"{net_name}@{ck.name}"
     stale = _stale_analyses(spec, manifest)
-    log.info("%s: recomputing %s (their params changed)", label, ", ".join(k.name for k in stale))
+    log.info("%s: analyses changed: %s", label, ", ".join(sorted(stale)))
+    on = {k.name for k in registry.enabled(a)}
+    if not on & set(stale):  # only turned off: drop them from the manifest, nothing to compute
+        keys = {k: v for k, v in manifest.analysis_keys.items() if k in on}
+        updated = manifest.model_copy(
+            update={"techniques": [t for t in manifest.techniques if t in on], "analysis_keys": keys}
+        )
+        store.write_manifest(updated)
+        return updated
+    loaded = load()
     check_layers(a, loaded.layers, spec.problem, net_name)
     arrays = store.read_arrays(net_name, ck.name, "mined")
     classes = store.read_arrays(net_name, ck.name, "classes")
     fields = ("values", "images", "rows", "cols")
     features = None
-    if any(k.name == "embedding" for k in stale) and _has_linear(loaded):  # features are not stored
+    if "embedding" in stale and "embedding" in on and _has_linear(loaded):  # features are not stored
         features = mine(
             loaded, bundle.probe, k=1, batch_size=a.batch_size, device=str(device), features=True
         ).features

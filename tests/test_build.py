@@ -318,6 +318,28 @@ def test_changing_one_analysis_recomputes_only_it(
     build(load_spec(spec_path), render=False)
 
 
+def test_turning_an_analysis_off_drops_it_without_computing(
+    built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sitegen.build as build_mod
+
+    copy = tmp_path / "copy"
+    shutil.copytree(built, copy)
+    spec_path = copy / "experiments.yaml"
+    text = spec_path.read_text().replace("  top_k: 4\n", "  top_k: 4\n  gradcam: {enabled: false}\n")
+    spec_path.write_text(text)
+
+    def no_load(*_a: object, **_k: object) -> None:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(build_mod, "load_model", no_load)
+    result = build(load_spec(spec_path))
+    assert (result.computed, result.cached) == (0, 2)
+    m = Store(copy / "output" / "store").read_manifest("net", "epoch-2")
+    assert "gradcam" not in m.techniques and "gradcam" not in m.analysis_keys and "occlusion" in m.techniques
+    assert 'id="gradcam"' not in (copy / "output/site/net/index.html").read_text()
+
+
 def test_a_stale_embedding_recomputes_its_features_only(built: Path, tmp_path: Path) -> None:
     """Features are not stored: a changed embedding reruns one feature pass, and the mining results,
     sprites and other documents stay as they were."""
