@@ -641,6 +641,7 @@ def _analyze(
     weighted: dict[str, np.ndarray] = {}
     methods = list(a.reconstructions.methods) if a.reconstructions.enabled else []
     image_cache = _ImageCache(bundle)
+    grey = grayscale(spec, bundle)
 
     t_patch = t_recon = 0.0
     # Checkpoints without atlas pages (mined for diffs and feature evolution) get sprites only for the
@@ -689,6 +690,7 @@ def _analyze(
                         batch_size=a.reconstructions.batch_size,
                         device=device,
                         image_size=bundle.image_size,
+                        grayscale=grey,
                         progress=lambda d, _n, base=done_pairs: report(
                             f"reconstruct {label}", base + d, total_pairs
                         ),
@@ -734,7 +736,7 @@ def _analyze(
 
     filters_layout = None
     if a.filters.enabled:
-        grid = filter_grid(loaded.module, grayscale=grayscale(spec, bundle))
+        grid = filter_grid(loaded.module, grayscale=grey)
         if grid is not None:
             store.write_png(ck_dir / "filters.png", grid.image)
             filters_layout = GridLayout(

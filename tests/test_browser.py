@@ -683,3 +683,36 @@ def test_404_page_links_to_the_atlas_from_any_depth(browser: Browser, served: tu
     page.locator("#home").click()
     page.wait_for_url(re.compile(r"/REPO/index\.html$"))
     assert page.locator("h1").first.text_content().startswith("Fixture atlas")
+
+
+def test_reconstruction_overlays_its_patch_and_the_choice_sticks(
+    browser: Browser, served: tuple[str, Path]
+) -> None:
+    """Issue 14 (4): the unit page says how reconstructions are drawn, and 'Overlay on patch' puts
+    each reconstruction in its patch's place (hard-light blend), remembered across pages."""
+    base, _site = served
+    page = browser.open(base + PAGES["unit"])
+    note = page.locator(".recon-note").inner_text()
+    assert "mid-grey is no contribution" in note and "0.5 %" in note
+    toggle = page.locator("[data-overlay-toggle]")
+    assert toggle.get_attribute("aria-pressed") == "false"
+
+    def boxes() -> list[dict[str, float]]:
+        return page.evaluate(
+            "Array.from(document.querySelector('.entry-imgs').children).slice(0, 2)"
+            ".map(e => { const r = e.getBoundingClientRect(); return {x: r.x, y: r.y, w: r.width}; })"
+        )
+
+    patch, rec = boxes()
+    assert rec["x"] > patch["x"], "side by side first"
+    toggle.click()
+    patch, rec = boxes()
+    assert abs(rec["x"] - patch["x"]) < 1 and abs(rec["y"] - patch["y"]) < 1 and abs(rec["w"] - patch["w"]) < 1
+    blend = page.evaluate("getComputedStyle(document.querySelector('.cell-wrap.rec')).mixBlendMode")
+    assert blend == "hard-light"
+    _shot(page, ".entries", "unit-overlay")
+    page = browser.open(base + "tiny-alex/conv2/unit-0000.html")
+    assert page.locator("[data-overlay-toggle]").get_attribute("aria-pressed") == "true"
+    page.keyboard.press("o")
+    assert page.locator("[data-overlay-toggle]").get_attribute("aria-pressed") == "false"
+    assert not browser.errors

@@ -17,6 +17,8 @@ from sitegen.analyses.reconstruct import (
     _Planner,
     _schedule,
     _tile_whole,
+    display_cell,
+    display_peak,
     reconstruct,
     reconstruct_topk,
     to_display,
@@ -338,17 +340,40 @@ def test_schedule_covers_every_pair_once_and_caps_rounds() -> None:
     assert slots <= int(counts.sum()) + 4
 
 
-def test_tile_whole_equals_to_display() -> None:
-    """The batched display scaling of whole-image tiles is to_display's, bit for bit."""
+def test_tile_whole_equals_display_cell() -> None:
+    """The batched resize of whole-image tiles is display_cell's, bit for bit; grey sums channels."""
     g = torch.Generator().manual_seed(0)
     grads = torch.randn(3, 3, 20, 20, generator=g) * torch.tensor([1.0, 1e-3, 0.0]).view(3, 1, 1, 1)
-    out = np.zeros((2, 2, 8, 8, 3), dtype=np.uint8)
-    js, rs = np.array([1, 0, 1]), np.array([0, 1, 1])
-    _tile_whole(out, js, rs, 8, 20, torch.tensor([2, 0, 1]), grads[[2, 0, 1]], [0] * 3, [0] * 3)
-    for e in range(3):
-        expected = _crop.fit_cell(to_display(grads[e].numpy()), 8)
-        assert np.array_equal(out[js[e], rs[e]], expected)
-    assert (out[1, 1] == 128).all()
+    for grey in (False, True):
+        out = np.zeros((2, 2, 8, 8, 3), dtype=np.uint8)
+        js, rs = np.array([1, 0, 1]), np.array([0, 1, 1])
+        _tile_whole(out, js, rs, 8, 20, grey, torch.tensor([2, 0, 1]), grads[[2, 0, 1]], [0] * 3, [0] * 3)
+        for e in range(3):
+            assert np.array_equal(out[js[e], rs[e]], display_cell(grads[e], 8, grayscale=grey))
+        assert (out[1, 1] == 128).all()
+        assert grey == bool((out[..., 0] == out[..., 1]).all())
+
+
+def test_display_stretches_robustly_and_greys_by_channel_sum() -> None:
+    """One outlier no longer squeezes the rest into flat grey: the 99.5th percentile saturates."""
+    rng = np.random.default_rng(0)
+    rec = rng.normal(size=(3, 40, 40)).astype(np.float32)
+    rec[0, 0, 0] = 1000.0  # a single hot pixel
+    out = to_display(rec)
+    assert out[0, 0, 0] == 255
+    spread = np.percentile(out[1:, 1:], [5, 95])
+    assert spread[1] - spread[0] > 120, "the bulk of the signal uses most of the grey range"
+    peak = display_peak(rec)
+    mags = np.sort(np.abs(rec).ravel())
+    assert mags[int(0.99 * mags.size)] < peak < mags[-2]
+    grey = to_display(rec, grayscale=True)
+    assert (grey[..., 0] == grey[..., 2]).all()
+    summed = rec.sum(axis=0)
+    np.testing.assert_array_equal(grey[..., 0], to_display(summed[None])[..., 0])
+    assert (to_display(np.zeros((3, 4, 4), np.float32)) == 128).all()
+    sparse = np.zeros((3, 50, 50), np.float32)
+    sparse[:, 10, 10] = [2.0, -1.0, 0.5]
+    assert to_display(sparse)[10, 10, 0] == 255, "zeros outside the signal do not count"
 
 
 # --- batching and cropping ------------------------------------------------------------------------
@@ -746,7 +771,7 @@ def test_reconstruct_topk_tiles_match_reconstruct() -> None:
     top, left, bottom, right = unit_box(RF(info.rf_size, info.rf_stride, info.rf_offset), 6, 6)
     canvas = np.zeros((3, bottom - top, right - left), dtype=np.float32)
     canvas[:, max(-top, 0) : 32 - top, max(-left, 0) : 32 - left] = rec[:, max(top, 0) :, max(left, 0) :]
-    expected = _crop.fit_cell(to_display(canvas, float(np.abs(rec).max())), cell)
+    expected = display_cell(torch.from_numpy(canvas), cell)
     assert np.abs(tiles[0, 0].astype(int) - expected.astype(int)).max() <= 1
 
 
@@ -789,7 +814,7 @@ def test_reconstruct_topk_linear_layer(monkeypatch: pytest.MonkeyPatch, layer: s
                 continue
             rec = reconstruct(loaded, layer, loaded.normalize(probe[i : i + 1]), [u], method="guided")[0]
             live += float(rec.abs().max()) > 0  # a dead fc1 unit (ReLU zero) is all grey
-            expected = to_display(rec.numpy())
+            expected = display_cell(rec, 32)
             assert np.abs(tiles[j, r].astype(int) - expected.astype(int)).max() <= 1
     assert live * 2 > total
 
@@ -800,3 +825,30 @@ def test_to_display_is_symmetric_around_grey() -> None:
     out = to_display(rec)
     assert out.shape == (2, 2, 3)
     assert out[0, 0, 0] == 255 and out[1, 1, 1] == 64 and out[0, 1, 2] == 128
+
+
+@pytest.mark.parametrize("layer", ["conv3", "fc1"])
+def test_wide_layers_keep_their_tiles_in_a_file(monkeypatch: pytest.MonkeyPatch, layer: str) -> None:
+    """Past TILES_IN_RAM the tiles go to a TileFile: same tiles unit by unit, empty slots grey."""
+    from sitegen.analyses import reconstruct as module
+
+    torch.manual_seed(0)
+    loaded = _loaded(_TinyClassifier().eval(), 32)
+    probe = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    info = loaded.layer(layer)
+    images = np.array([[0, 3, -1], [5, 1, 2], [2, 2, 4]])
+    rows = np.array([[0, 3, -1], [6, 2, 4], [1, 1, 1]], dtype=np.int32)
+    if layer == "fc1":
+        rows = np.zeros_like(rows)
+    topk = _TopK(images, rows, rows.copy())
+
+    def run():
+        return reconstruct_topk(loaded, lambda i: probe[i], info, topk, [2, 0, 1], image_size=32)
+
+    in_ram = run()
+    monkeypatch.setattr(module, "TILES_IN_RAM", 1)
+    in_file = run()
+    assert isinstance(in_file, module.TileFile) and len(in_file) == 3
+    for j in range(3):
+        np.testing.assert_array_equal(in_file[j], in_ram[j])
+    assert (in_file[1][2] == 128).all(), "an empty slot reads back mid-grey"

@@ -57,6 +57,9 @@ kept busy.
 from __future__ import annotations
 
 import functools
+import math
+import os
+import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
@@ -73,7 +76,7 @@ from sitegen.errors import ModelError
 from sitegen.models._api import LayerInfo, LoadedModel
 from sitegen.receptive_field import RF, unit_box
 
-__all__ = ["reconstruct", "reconstruct_topk", "to_display"]
+__all__ = ["reconstruct", "reconstruct_topk", "to_display", "display_cell", "display_peak"]
 
 Emit = Callable[[Tensor, Tensor, Sequence[int], Sequence[int]], None]
 
@@ -314,7 +317,8 @@ def reconstruct_topk(
     image_size: int | None = None,
     max_cell: int = 96,
     progress: Callable[[int, int], None] | None = None,
-) -> np.ndarray:
+    grayscale: bool = False,
+) -> np.ndarray | TileFile:
     """Reconstructions of each unit's top-k entries, as sprite tiles matching the patches.
 
     Each (unit, rank) entry of ``topk`` (duck-typed :class:`~sitegen.mine.LayerTopK`: ``images``,
@@ -337,16 +341,21 @@ def reconstruct_topk(
         max_cell: cell side cap, as for the patches.
         progress: called as ``progress(done_pairs, total_pairs)`` after each batch of pairs (well
             under a second apart at 224 px on a 2-core CPU).
+        grayscale: the images are grey: show each reconstruction as one grey channel, the sum over
+            the colour channels (:func:`to_display`).
 
     Returns:
-        uint8 ``[len(units), k, cell, cell, 3]``; empty entries are mid-grey.
+        uint8 ``[len(units), k, cell, cell, 3]``; empty entries are mid-grey. Past
+        :data:`TILES_IN_RAM` bytes, a :class:`TileFile` with the same indexing by unit (``out[j]``).
     """
     path, softmax = _resolve(loaded, layer.module if layer.kind != "prob" else layer.name)
     size = int(image_size or loaded.input_size)
     table = np.asarray(topk.images)
     k = int(table.shape[1])
     cell = _crop.cell_size(_display_size(layer, size), max_cell)
-    out = np.full((len(units), k, cell, cell, 3), 128, dtype=np.uint8)
+    shape = (len(units), k, cell, cell, 3)
+    # VGG-19's fc6 alone: 4096 units x 9 tiles of 96 px = 1 GB; past TILES_IN_RAM tiles go to a file
+    out: Any = np.full(shape, 128, dtype=np.uint8) if math.prod(shape) <= TILES_IN_RAM else TileFile(shape)
     engine = _Engine(
         _Planner(loaded.module, crop=True, paths=[path]), path, method, softmax=softmax, batch_size=batch_size
     )
@@ -400,7 +409,7 @@ def reconstruct_topk(
             pick = np.nonzero(local[inverse] >= 0)[0]
             batch = load(distinct[members], min(_IMAGE_BLOCK, len(order)))
             zeros = torch.zeros(len(pick), dtype=torch.long)
-            tile = functools.partial(_tile_whole, out, ent_j[pick], ent_r[pick], cell, size)
+            tile = functools.partial(_tile_whole, out, ent_j[pick], ent_r[pick], cell, size, grayscale)
             engine.run(
                 batch,
                 torch.from_numpy(local[inverse[pick]]),
@@ -433,24 +442,97 @@ def reconstruct_topk(
             rows = torch.where(rows < 0, r2, rows)
             cols = torch.where(cols < 0, c2, cols)
         boxes = [_display_box(layer, int(rows[e]), int(cols[e])) for e in range(len(entries))]
-        tile = functools.partial(_tile_into, out[b0 : b0 + len(sel)], entries, boxes, cell)
+        placed = [(b0 + j, r) for j, r in entries]  # rows of out (an array or a TileFile)
+        tile = functools.partial(_tile_into, out, placed, boxes, cell, grayscale)
         engine.run(batch, image_of, unit_t, rows, cols, counted(tile))
     return out
 
 
-def to_display(rec: np.ndarray, peak: float | None = None) -> np.ndarray:
-    """A reconstruction ``[3, h, w]`` as uint8 ``[h, w, 3]``, contrast-normalized around grey.
+def to_display(rec: np.ndarray, peak: float | None = None, *, grayscale: bool = False) -> np.ndarray:
+    """A reconstruction ``[C, h, w]`` as uint8 ``[h, w, 3]``, contrast-stretched around grey.
 
-    As in Zeiler & Fergus's figures, each reconstruction is scaled on its own and symmetrically:
-    ``x / (2 * max|x|) + 0.5``, so zero (no contribution, and everything outside the receptive
-    field) is mid-grey, positive and negative signal brighten and darken each colour channel, and
-    the strongest pixel reaches 0 or 255. ``peak`` overrides ``max|x|`` (e.g. the peak of the
-    uncut reconstruction).
+    Zero (no contribution, and everything outside the receptive field) is mid-grey; positive and
+    negative signal brighten and darken each colour channel, scaled symmetrically by ``peak``:
+    ``x / (2 * peak) + 0.5``, clipped. The default ``peak`` is robust (:func:`display_peak`: the
+    99.5th percentile of the non-zero magnitudes), so the brightest 0.5 % of pixels saturate instead
+    of one extreme pixel squeezing the rest into flat grey (issue 14: reconstructions read as grey
+    noise, values 93-169, on a projector; DeepVis and Zeiler & Fergus's figures stretch likewise).
+
+    ``grayscale``: the input was grey (R = G = B), so the reconstruction is shown as one grey channel,
+    the sum over the colour channels: the gradient with respect to a grey image. Its channels apart
+    are differences the network never saw, and show as false colour.
     """
+    if grayscale and rec.shape[0] > 1:
+        rec = rec.sum(axis=0, keepdims=True)
     if peak is None:
-        peak = float(np.abs(rec).max()) if rec.size else 0.0
+        peak = display_peak(rec)
     scaled = rec / (2 * peak) + 0.5 if peak > 0 else np.full_like(rec, 0.5)
-    return np.clip(np.rint(scaled * 255), 0, 255).astype(np.uint8).transpose(1, 2, 0).copy()
+    out = np.clip(np.rint(scaled * 255), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+    return np.repeat(out, 3, axis=2) if out.shape[2] == 1 else out.copy()
+
+
+#: Bytes of tiles :func:`reconstruct_topk` keeps in RAM; larger sets go to a :class:`TileFile`.
+TILES_IN_RAM = 128 << 20
+
+
+class TileFile:
+    """uint8 tiles ``[U, k, cell, cell, 3]`` in an anonymous temporary file instead of RAM.
+
+    Written tile by tile (``out[j, r] = tile``, one pwrite), read back unit by unit (``out[j]``):
+    the build turns each unit into its sprite and moves on, so RAM stays flat however wide the
+    layer (issue 13: peak RSS flat in the probe set and the layer width). Unwritten tiles read
+    back mid-grey, as empty slots of the array form.
+    """
+
+    def __init__(self, shape: tuple[int, int, int, int, int]) -> None:
+        self.shape = shape
+        self._tile = shape[2] * shape[3] * shape[4]
+        self._file = tempfile.TemporaryFile(prefix="sitegen-tiles-")
+        self._written = np.zeros(shape[:2], dtype=bool)
+
+    def __setitem__(self, key: tuple[int, int], tile: np.ndarray) -> None:
+        j, r = (int(v) for v in key)
+        data = np.ascontiguousarray(tile, dtype=np.uint8)
+        os.pwrite(self._file.fileno(), data.tobytes(), (j * self.shape[1] + r) * self._tile)
+        self._written[j, r] = True
+
+    def __getitem__(self, j: int) -> np.ndarray:
+        k = self.shape[1]
+        raw = os.pread(self._file.fileno(), k * self._tile, int(j) * k * self._tile)
+        out = np.frombuffer(raw.ljust(k * self._tile, b"\x80"), dtype=np.uint8).reshape(self.shape[1:]).copy()
+        out[~self._written[j]] = 128
+        return out
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+
+#: Share of a reconstruction's non-zero magnitudes kept below saturation by :func:`to_display`.
+DISPLAY_PERCENTILE = 99.5
+
+
+def display_peak(rec: np.ndarray) -> float:
+    """The magnitude :func:`to_display` maps to black/white: a high percentile of the non-zero ``|x|``.
+
+    Non-zero only: a receptive-field crop is zero outside the field, and a sparse reconstruction is
+    zero almost everywhere; those zeros would pull a plain percentile down to nothing.
+    """
+    mags = np.abs(rec[rec != 0])
+    return float(np.percentile(mags, DISPLAY_PERCENTILE)) if mags.size else 0.0
+
+
+def display_cell(rec: Tensor, cell: int, *, grayscale: bool = False) -> np.ndarray:
+    """A reconstruction ``[C, h, w]`` shrunk to its ``cell`` (area average), then :func:`to_display`.
+
+    The stretch is computed on the pixels shown, after the resize (a 224 px whole-image
+    reconstruction is shown in a 96 px cell).
+    """
+    x = rec.detach().float().cpu()
+    if grayscale and x.shape[0] > 1:
+        x = x.sum(dim=0, keepdim=True)
+    if tuple(x.shape[-2:]) != (cell, cell):
+        x = F.adaptive_avg_pool2d(x.unsqueeze(0), (cell, cell))[0]
+    return to_display(x.numpy())
 
 
 # --- internals ------------------------------------------------------------------------------------
@@ -480,28 +562,31 @@ def _display_box(layer: LayerInfo, row: int, col: int) -> tuple[int, int, int, i
 
 
 def _tile_into(
-    out: np.ndarray,
+    out: Any,
     entries: Sequence[tuple[int, int]],
     boxes: Sequence[tuple[int, int, int, int]],
     cell: int,
+    grayscale: bool,
     idx: Tensor,
     grads: Tensor,
     tops: Sequence[int],
     lefts: Sequence[int],
 ) -> None:
     """Emit callback of :func:`reconstruct_topk`: pair ``e`` is entry ``(j, r)``, drawn into ``out[j, r]``."""
-    arr = grads.detach().float().cpu().numpy()
+    arr = grads.detach().float().cpu()
     for q, e in enumerate(idx.tolist()):
         j, r = entries[e]
-        out[j, r] = _crop.fit_cell(_display_tile(arr[q], tops[q], lefts[q], boxes[e]), cell)
+        shown = _display_box_of(arr[q], tops[q], lefts[q], boxes[e])
+        out[j, r] = display_cell(shown, cell, grayscale=grayscale)
 
 
 def _tile_whole(
-    out: np.ndarray,
+    out: Any,
     js: np.ndarray,
     rs: np.ndarray,
     cell: int,
     size: int,
+    grayscale: bool,
     idx: Tensor,
     grads: Tensor,
     tops: Sequence[int],
@@ -509,32 +594,33 @@ def _tile_whole(
 ) -> None:
     """Emit callback for whole-image pairs: pair ``e`` is drawn into ``out[js[e], rs[e]]``.
 
-    The display scaling runs on the whole batch at once (same float32 arithmetic as
-    :func:`to_display`); only the resize to the cell is per tile.
+    The resize to the cell runs on the whole batch at once (same arithmetic as :func:`display_cell`);
+    only the stretch is per tile.
     """
     if tuple(grads.shape[-2:]) != (size, size):  # images of another size: cut to the display box
         entries = list(zip(js.tolist(), rs.tolist(), strict=True))
-        _tile_into(out, entries, [(0, 0, size, size)] * len(entries), cell, idx, grads, tops, lefts)
+        box = [(0, 0, size, size)] * len(entries)
+        _tile_into(out, entries, box, cell, grayscale, idx, grads, tops, lefts)
         return
-    g = grads.detach().float()
-    peak = torch.maximum(g.amax(dim=(1, 2, 3), keepdim=True), -g.amin(dim=(1, 2, 3), keepdim=True))
-    peak = torch.where(peak > 0, 2 * peak, torch.inf)  # all zero: 0 / inf + 0.5 is grey, as in to_display
-    scaled = (g / peak).add_(0.5).mul_(255).round_().clamp_(0, 255).to(torch.uint8)
-    tiles = scaled.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    g = grads.detach().float().cpu()
+    if grayscale and g.shape[1] > 1:
+        g = g.sum(dim=1, keepdim=True)
+    if tuple(g.shape[-2:]) != (cell, cell):
+        g = F.adaptive_avg_pool2d(g, (cell, cell))
+    tiles = g.numpy()
     for q, e in enumerate(idx.tolist()):
-        out[js[e], rs[e]] = _crop.fit_cell(tiles[q], cell)
+        out[js[e], rs[e]] = to_display(tiles[q])
 
 
-def _display_tile(rec: np.ndarray, top: int, left: int, box: tuple[int, int, int, int]) -> np.ndarray:
+def _display_box_of(rec: Tensor, top: int, left: int, box: tuple[int, int, int, int]) -> Tensor:
     """Cut the (display) box out of a reconstruction crop placed at (top, left); zero outside."""
     bt, bl, bb, br = box
-    canvas = np.zeros((rec.shape[0], bb - bt, br - bl), dtype=np.float32)
+    canvas = rec.new_zeros((rec.shape[0], bb - bt, br - bl))
     h, w = rec.shape[1:]
     t, lft, b, r = max(bt, top), max(bl, left), min(bb, top + h), min(br, left + w)
     if t < b and lft < r:
         canvas[:, t - bt : b - bt, lft - bl : r - bl] = rec[:, t - top : b - top, lft - left : r - left]
-    # the scale comes from the whole reconstruction, in case the box misses a pixel of it
-    return to_display(canvas, float(np.abs(rec).max()) if rec.size else 0.0)
+    return canvas
 
 
 @dataclass(frozen=True, slots=True)

@@ -529,6 +529,20 @@ class _Checkpoint:
     sections: CheckpointSections
 
 
+def _recon_note(panels: Sequence[str], grayscale: bool) -> str:
+    """How the unit page's reconstructions are drawn (issue 14: say what a grey value means)."""
+    methods = [_PANEL_LABELS.get(p, p) for p in panels if p != "patches"]
+    if not methods:
+        return ""
+    note = (
+        f"{' and '.join(methods).capitalize()}: mid-grey is no contribution; brighter and darker pixels "
+        "push the unit up and down, stretched so that the strongest 0.5 % of the signal saturates."
+    )
+    if grayscale:
+        note += " The images are grey, so each reconstruction is shown in grey: the sum over its colour channels."
+    return note
+
+
 def plan_site(store: Store) -> SitePlan:
     """Read the store and plan every page of the site.
 
@@ -1110,6 +1124,8 @@ class _Planner:
                 rf=f"{rec.rf_size} px",
                 layer_href=page_paths[pos // UNITS_PER_PAGE],
                 sections=ck.sections.unit(UnitPage(layer, u, folder)) if ck.sections else (),
+                recon_note=_recon_note(sprite.panels if sprite else (), ds.rec.grayscale),
+                overlay="patches" in (sprite.panels if sprite else ()) and len(sprite.panels) > 1,
             )
 
         # Layer pages.

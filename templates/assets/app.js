@@ -343,8 +343,34 @@
     });
   }
 
+  // Unit pages: each reconstruction drawn over its patch (hard-light: mid-grey leaves the patch as
+  // it is, brighter and darker signal lighten and darken it); the choice sticks like presentation mode.
+  function setupOverlay() {
+    var buttons = document.querySelectorAll("[data-overlay-toggle]");
+    if (!buttons.length) { return; }
+    var sections = document.querySelectorAll("section.entries");
+    function apply(on) {
+      sections.forEach(function (s) { s.classList.toggle("overlay", on); });
+      buttons.forEach(function (b) { b.setAttribute("aria-pressed", on ? "true" : "false"); });
+      try { window.localStorage.setItem("sitegen-overlay", on ? "1" : "0"); } catch (e) { /* private mode */ }
+    }
+    var saved = null;
+    try { saved = window.localStorage.getItem("sitegen-overlay"); } catch (e) { /* private mode */ }
+    apply(saved === "1");
+    buttons.forEach(function (b) {
+      b.addEventListener("click", function () { apply(b.getAttribute("aria-pressed") !== "true"); });
+    });
+    document.addEventListener("keydown", function (e) {
+      if ((e.key === "o" || e.key === "O") && !e.ctrlKey && !e.metaKey && !e.altKey &&
+          !/^(INPUT|TEXTAREA|SELECT)$/.test((e.target && e.target.tagName) || "")) {
+        apply(buttons[0].getAttribute("aria-pressed") !== "true");
+      }
+    });
+  }
+
   function init() {
     setupPresent();
+    setupOverlay();
     setupLightbox();
     setupKeys();
     setupTiles();
