@@ -707,7 +707,7 @@ def test_reconstruction_overlays_its_patch_and_the_choice_sticks(
     assert rec["x"] > patch["x"], "side by side first"
     toggle.click()
     patch, rec = boxes()
-    assert abs(rec["x"] - patch["x"]) < 1 and abs(rec["y"] - patch["y"]) < 1 and abs(rec["w"] - patch["w"]) < 1
+    assert all(abs(rec[k] - patch[k]) < 1 for k in ("x", "y", "w")), "drawn in the patch's place"
     blend = page.evaluate("getComputedStyle(document.querySelector('.cell-wrap.rec')).mixBlendMode")
     assert blend == "hard-light"
     _shot(page, ".entries", "unit-overlay")

@@ -539,7 +539,7 @@ def _recon_note(panels: Sequence[str], grayscale: bool) -> str:
         "push the unit up and down, stretched so that the strongest 0.5 % of the signal saturates."
     )
     if grayscale:
-        note += " The images are grey, so each reconstruction is shown in grey: the sum over its colour channels."
+        note += " The images are grey, so each reconstruction is shown in grey: the sum over its channels."
     return note
 
 
