@@ -302,7 +302,12 @@ class OcclusionSpec(_Model):
     layer: str | None = Field(
         None, description="Layer whose strongest unit is followed; default: the last conv/block layer."
     )
-    batch_size: int = Field(256, gt=0, description="Occluded copies per forward pass.")
+    batch_size: int | None = Field(
+        None,
+        gt=0,
+        description="Occluded copies per forward pass (default: 256 at 64 px, fewer for larger inputs at "
+        "the same memory: 21 at 224 px).",
+    )
 
 
 class EmpiricalRFSpec(_Model):
@@ -324,7 +329,12 @@ class EmpiricalRFSpec(_Model):
         description="Pixels between occluder positions (default: Zhou et al.'s 3 of 227, scaled; at least "
         "1).",
     )
-    batch_size: int = Field(256, gt=0, description="Occluded copies per forward pass.")
+    batch_size: int | None = Field(
+        None,
+        gt=0,
+        description="Occluded copies per forward pass (default: 256 at 64 px, fewer for larger inputs at "
+        "the same memory: 21 at 224 px).",
+    )
 
 
 class FeatVisSpec(_Model):

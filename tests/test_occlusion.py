@@ -213,3 +213,12 @@ def test_empirical_rf_defaults_follow_zhou_et_al() -> None:
     assert erf_geometry(None, None, 224) == (11, 3)
     assert erf_geometry(None, None, 64) == (3, 1)
     assert erf_geometry(5, 3, 64) == (5, 3)
+
+
+def test_occluded_batch_keeps_the_memory_of_256_small_copies() -> None:
+    from sitegen.analyses.occlusion import occluded_batch
+
+    assert occluded_batch(64) == 256
+    assert occluded_batch(224) == 21
+    assert occluded_batch(32) == 1024
+    assert occluded_batch(4096) == 4

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from sitegen.analyses.activation_maps import viridis
-from sitegen.analyses.occlusion import EmpiricalRF, empirical_rf
+from sitegen.analyses.occlusion import EmpiricalRF, empirical_rf, occluded_batch
 from sitegen.analyses.registry import Context, Problem, pick_layers
 from sitegen.mine import Mined
 from sitegen.models._api import LayerInfo
@@ -75,7 +75,7 @@ def run(ctx: Context, mined: Mined, params: Params) -> Result | None:
                 occluder=occluder,
                 stride=stride,
                 device=ctx.device,
-                batch_size=params.batch_size,
+                batch_size=params.batch_size or occluded_batch(lm.input_size),
             )
             maps.append((info.name, u, n, res))
     return Result(occluder, stride, tuple(maps)) if maps else None

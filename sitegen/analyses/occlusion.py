@@ -172,6 +172,15 @@ def occluder_grid(image_size: tuple[int, int], size: int, stride: int) -> tuple[
     return np.arange(0, rows - size + 1, stride), np.arange(0, cols - size + 1, stride)
 
 
+def occluded_batch(input_size: int) -> int:
+    """Occluded copies per forward pass at the memory of 256 copies of a 64 px image.
+
+    256 copies of a 224 px image through alexnet hold about 1 GB of activations, which set the seed-
+    scale build's peak RSS (issue 13): the batch shrinks with the image's area instead (21 at 224 px).
+    """
+    return max(4, round(256 * (64 / input_size) ** 2))
+
+
 def occlusion(
     loaded: LoadedModel,
     images: Tensor,
@@ -599,7 +608,7 @@ def run(ctx: Context, mined: Mined, params: Params) -> Result | None:
         stride=stride,
         layer=info,
         device=ctx.device,
-        batch_size=params.batch_size,
+        batch_size=params.batch_size or occluded_batch(size),
     )
     return Result(tuple(picks), res)
 
