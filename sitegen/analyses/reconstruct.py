@@ -471,6 +471,9 @@ def to_display(rec: np.ndarray, peak: float | None = None, *, grayscale: bool = 
     return np.repeat(out, 3, axis=2) if out.shape[2] == 1 else out.copy()
 
 
+#: Memory for the retained forward graph of whole-image pairs (images per batch: see _Engine).
+GRAPH_BYTES = 160 << 20
+
 #: Bytes of tiles :func:`reconstruct_topk` keeps in RAM; larger sets go to a :class:`TileFile`.
 TILES_IN_RAM = 128 << 20
 
@@ -714,6 +717,17 @@ class _Engine:
     def plan(self, images: Tensor) -> _Plan:
         return self.planner.plan(self.path, self.softmax, images)
 
+    def _images_per_graph(self, images: Tensor) -> int:
+        """Images whose retained forward graph fits :data:`GRAPH_BYTES` (at least one).
+
+        A retained graph holds every activation up to the layer, the tensors saved for backward and
+        the gradients in flight: about four float32 copies of the traced forward's outputs. alexnet at
+        224 px: ~9 MB an image (64 images held ~690 MB, the seed-scale peak); VGG-19: ~240 MB.
+        """
+        _x, steps, _ = self.planner._trace(images)
+        numel = sum(s.output.numel() for s in steps if isinstance(s.output, Tensor))
+        return max(1, GRAPH_BYTES // max(1, 16 * numel))
+
     def locate(self, images: Tensor, image_of: Tensor, units: Tensor) -> tuple[Tensor, Tensor]:
         """Each pair's argmax (row, col) in its unit's map (first maximum, row-major); 0 for 2-D outputs."""
         plan = self.plan(images)
@@ -825,13 +839,14 @@ class _Engine:
             h, w = plan.out_shape[1:]
             flat = (flat * h + rows.to(torch.long).cpu()) * w + cols.to(torch.long).cpu()
         strided = [m for m in self.model.modules() if _hooks._phase_ok(m)]
+        batch = min(self.batch_size, self._images_per_graph(images))
         with (
             torch.inference_mode(False),
             torch.enable_grad(),
             _hooks.truncated(self.model, self.target, self.method) as fwd,
             _hooks.phase_backward(strided),
         ):
-            for members, lo, take in _schedule(counts, self.batch_size):
+            for members, lo, take in _schedule(counts, batch):
                 rounds = int(take.max())
                 step = torch.arange(rounds)
                 valid = step < take[:, None]  # [image, round]
