@@ -421,6 +421,7 @@ def phase_backward(modules: Sequence[nn.Module]) -> Iterator[None]:
         if not (torch.is_grad_enabled() and isinstance(x, Tensor) and x.requires_grad and x.dim() == 4):
             return None
         assert isinstance(module, nn.Conv2d)
+        assert not isinstance(module.padding, str)  # _phase_ok refuses 'same' / 'valid'
         pad = _pair(module.padding)
         return _PhaseConvGrad.apply(x, output.detach(), module.weight.detach(), _pair(module.stride)[0], pad)
 

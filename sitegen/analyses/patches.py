@@ -83,7 +83,8 @@ def extract_patches(
     n_units, k = img_idx.shape
     chosen = list(range(n_units)) if units is None else [int(u) for u in units]
     spatial = layer.kind not in ("linear", "prob")
-    shape = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    rows_cols = (image_size, image_size) if isinstance(image_size, int) else image_size
+    shape = (int(rows_cols[0]), int(rows_cols[1]))
     side = int(layer.rf_size) if spatial else max(shape)
     cell = _crop.cell_size(side, max_cell)
     full = (0, 0, shape[0], shape[1])
@@ -103,7 +104,8 @@ def extract_patches(
     for index in sorted(by_image):  # one load per image, whatever its number of entries
         image = np.asarray(images_by_index(index))
         for j, u, r in by_image[index]:
-            box = tuple(int(v) for v in unclipped[u, r])
+            t, lf, b, rt = (int(v) for v in unclipped[u, r])
+            box = (t, lf, b, rt)
             cells[j, r] = _crop.fit_cell(_crop.rf_patch(image, box, fill), cell)
     return UnitPatches(cells=cells, boxes=boxes)
 

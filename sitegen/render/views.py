@@ -1125,7 +1125,7 @@ class _Planner:
                 layer_href=page_paths[pos // UNITS_PER_PAGE],
                 sections=ck.sections.unit(UnitPage(layer, u, folder)) if ck.sections else (),
                 recon_note=_recon_note(sprite.panels if sprite else (), ds.rec.grayscale),
-                overlay="patches" in (sprite.panels if sprite else ()) and len(sprite.panels) > 1,
+                overlay=sprite is not None and "patches" in sprite.panels and len(sprite.panels) > 1,
             )
 
         # Layer pages.

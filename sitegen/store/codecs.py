@@ -65,7 +65,8 @@ def read_json(path: Path) -> Any:
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Atomic, compressed npz; keys may contain '/' (e.g. ``conv1/values``)."""
     buf = io.BytesIO()
-    np.savez_compressed(buf, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
+    contiguous: dict[str, Any] = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    np.savez_compressed(buf, **contiguous)
     write_bytes(path, buf.getvalue())
 
 
