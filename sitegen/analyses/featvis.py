@@ -796,7 +796,7 @@ def save(ctx: Context, result: Result, out: Path) -> FeatVisDoc:
     layers = {}
     for vis in result.layers:
         for u, img in zip(vis.units.tolist(), vis.images, strict=True):
-            codecs.write_webp(out / FeatVisDoc.image(vis.layer, u), img)
+            codecs.write_webp(out / FeatVisDoc.image(vis.layer, u), img, quality=85)  # smooth: q70 bands
         layers[vis.layer] = FeatVisLayer(
             units=vis.units.tolist(),
             objective=rounded(vis.objective, 4),
