@@ -7,6 +7,7 @@ No exit codes here; user errors are raised as SitegenError subclasses.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -19,6 +20,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,7 +45,7 @@ from sitegen.data import (
 )
 from sitegen.diff import DiffSide, diff_name, diff_stores, write_diff
 from sitegen.errors import DeviceError, SpecError, StoreError
-from sitegen.mine import LayerTopK, Mined, mine
+from sitegen.mine import Activations, LayerTopK, Mined, mine
 from sitegen.models import (
     LoadedModel,
     build_model,
@@ -603,7 +605,9 @@ def _analyze(
     t = time.perf_counter()
     ck_dir = store.checkpoint_dir(net_name, ck.name)
     resume = _Resume(ck_dir / "partial", key)
-    mined = resume.mined() if lead and rank_world()[1] == 1 else None
+    # per-image activations (issue 15): mined into partial/, moved into the entry with the manifest
+    acts_path = resume.root / ACTIVATIONS if a.activations.enabled else None
+    mined = resume.mined(activations=acts_path is not None) if lead and rank_world()[1] == 1 else None
     if mined is None:
         mined = mine(
             loaded,
@@ -615,6 +619,7 @@ def _analyze(
             autocast=a.autocast,
             features=techniques and a.embedding.enabled and _has_linear(loaded),
             progress=lambda d, n: report(f"mine {label}", d, n),
+            activations=acts_path,
         )
         if lead:
             resume.save_mined(mined)
@@ -676,7 +681,7 @@ def _analyze(
         )
         t_patch += time.perf_counter() - t
         if not done:
-            panels = [] if whole else [patches.cells]
+            panels: list[Any] = [] if whole else [patches.cells]  # arrays or TileFiles
             t = time.perf_counter()
             for method in methods:
                 panels.append(
@@ -691,8 +696,8 @@ def _analyze(
                         device=device,
                         image_size=bundle.image_size,
                         grayscale=grey,
-                        progress=lambda d, _n, base=done_pairs: report(
-                            f"reconstruct {label}", base + d, total_pairs
+                        progress=functools.partial(
+                            _advance, report, f"reconstruct {label}", done_pairs, total_pairs
                         ),
                     )
                 )
@@ -782,6 +787,7 @@ def _analyze(
     store.write_arrays(net_name, ck.name, "mined", mined_arrays)
     store.write_arrays(net_name, ck.name, "classes", class_arrays)
     _write_images(store, bundle, images_needed)
+    _keep_activations(ck_dir, mined, label)
     manifest = CheckpointManifest(
         key=key,
         network=net_name,
@@ -920,6 +926,7 @@ def _refresh_analyses(
         top5=arrays["predictions/top5"],
         top5_prob=arrays["predictions/top5_prob"],
         features=features,
+        activations=stored_activations(store.checkpoint_dir(net_name, ck.name)),
     )
     image_cache = _ImageCache(bundle)
     ctx = Context(
@@ -953,6 +960,50 @@ def _refresh_analyses(
     return updated
 
 
+#: The per-image activations of a checkpoint entry (issue 15) and their layer offsets.
+ACTIVATIONS = "activations.npy"
+ACTIVATIONS_JSON = "activations.json"
+
+
+def stored_activations(ck_dir: Path) -> Activations | None:
+    """An entry's ``activations.npy`` as :class:`Activations` (None: not written, or unreadable)."""
+    try:
+        doc = codecs.read_json(ck_dir / ACTIVATIONS_JSON)
+        acts = Activations.from_json(ck_dir, doc)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return acts if acts.path.is_file() else None
+
+
+def _keep_activations(ck_dir: Path, mined: Mined, label: str) -> None:
+    """Move ``partial/activations.npy`` into the entry, beside ``activations.json`` (offsets)."""
+    (ck_dir / ACTIVATIONS_JSON).unlink(missing_ok=True)
+    if mined.activations is None:
+        (ck_dir / ACTIVATIONS).unlink(missing_ok=True)
+        return
+    dest = ck_dir / ACTIVATIONS
+    if mined.activations.path != dest:
+        dest.unlink(missing_ok=True)  # a site may hard-link the old file: never write through it
+        mined.activations.path.replace(dest)
+    n = len(mined.labels)
+    shape = [n, mined.activations.columns]
+    doc = {"format": 1, **mined.activations.to_json(), "dtype": "float16", "shape": shape}
+    codecs.write_json(ck_dir / ACTIVATIONS_JSON, doc)
+    log.info(
+        "%s: per-image activations %s: %d images x %d units, %.1f MB",
+        label,
+        ACTIVATIONS,
+        n,
+        mined.activations.columns,
+        dest.stat().st_size / 1e6,
+    )
+
+
+def _advance(report: Progress, label: str, base: int, total: int, done: int, _of: int) -> None:
+    """A layer's ``progress(done, of)`` as the checkpoint-wide bar ``report(label, base + done, total)``."""
+    report(label, base + done, total)
+
+
 class _Resume:
     """What a killed build of one checkpoint entry already finished, so a rerun resumes there.
 
@@ -975,10 +1026,21 @@ class _Resume:
             return None
         return doc if isinstance(doc, dict) and doc.get("key") == self.key else None
 
-    def mined(self) -> Mined | None:
-        """The mined tables a killed build of this entry saved, or None."""
-        if self._fresh(self.root / "mined.json") is None:
+    def mined(self, *, activations: bool = False) -> Mined | None:
+        """The mined tables a killed build of this entry saved, or None (also when ``activations``
+        are wanted and the saved pass wrote none)."""
+        doc = self._fresh(self.root / "mined.json")
+        if doc is None:
             return None
+        acts = None
+        if activations:
+            try:
+                acts = Activations.from_json(self.root, doc["activations"])
+                ok = np.load(acts.path, mmap_mode="r").shape[1] == acts.columns
+            except (OSError, ValueError, KeyError, TypeError):
+                ok = False
+            if not ok:
+                return None
         try:
             arrays = codecs.read_npz(self.root / "mined.npz")
         except (OSError, ValueError):
@@ -993,6 +1055,7 @@ class _Resume:
             top5=arrays["top5"],
             top5_prob=arrays["top5_prob"],
             features=arrays.get("features"),
+            activations=acts,
         )
 
     def save_mined(self, mined: Mined) -> None:
@@ -1003,7 +1066,10 @@ class _Resume:
             for f in ("values", "images", "rows", "cols"):
                 arrays[f"layer:{name}/{f}"] = getattr(topk, f)
         codecs.write_npz(self.root / "mined.npz", arrays)
-        codecs.write_json(self.root / "mined.json", {"key": self.key})
+        doc: dict = {"key": self.key}
+        if mined.activations is not None:
+            doc["activations"] = mined.activations.to_json()
+        codecs.write_json(self.root / "mined.json", doc)
 
     def layer(self, name: str, units: list[int]) -> tuple[bool, SpriteLayout | None]:
         """Whether a layer's sprites are all written, and their layout (None: the layer has none)."""
@@ -1069,7 +1135,7 @@ def _has_linear(loaded: LoadedModel) -> bool:
 
 
 def _write_actmaps(store: Store, ck_dir: Path, maps) -> None:
-    doc = {"format": 1, "images": []}
+    doc: dict[str, Any] = {"format": 1, "images": []}
     for item in maps.images:
         layers = []
         for lay in item.layers:

@@ -39,6 +39,13 @@ For a post-ReLU layer whose maximum is 0 the whole map is 0 and the position is 
 Under ``torch.distributed`` (see :mod:`sitegen._distributed`) each rank mines a contiguous shard
 of the probe split with global image indices, then the tables and predictions are merged with
 ``all_gather``: every rank returns the same :class:`Mined` as a single-process run.
+
+Per-image activations (issue 15, item 1): with ``activations=PATH`` every unit's maximum on every
+image (the hooks' batch maxima, post-ReLU where the layer is a ReLU) is also streamed, batch by
+batch, as float16 into a memory-mapped ``.npy`` of shape ``[N, total units]`` (layers side by side
+in layer-table order; :class:`Activations` holds the column offsets). RAM stays flat in the probe
+set: one batch's ``[B, total units]`` rows at a time. Under ``torch.distributed`` rank 0 creates the
+file and every rank writes its shard's rows. Values beyond float16's range are clipped to ±65504.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -58,9 +66,12 @@ from sitegen import _distributed
 from sitegen.errors import ModelError
 from sitegen.models._api import LayerInfo, LoadedModel
 
-__all__ = ["LayerTopK", "Mined", "mine"]
+__all__ = ["Activations", "LayerTopK", "Mined", "mine"]
 
 log = logging.getLogger(__name__)
+
+#: float16's largest finite value: per-image maxima are clipped to +-F16_MAX before storing.
+F16_MAX = 65504.0
 
 #: Top-5 predictions are padded with this class index when the model has fewer than 5 classes.
 EMPTY = -1
@@ -93,6 +104,45 @@ class LayerTopK:
         return int(self.images.shape[1])
 
 
+@dataclass(frozen=True, slots=True)
+class Activations:
+    """Where the per-image maxima of every unit lie: a float16 ``.npy`` ``[N, total units]``.
+
+    Attributes:
+        path: the ``.npy`` file (read it memory-mapped: :meth:`open`).
+        offsets: layer -> its first column, in layer-table order.
+        units: layer -> its number of columns.
+    """
+
+    path: Path
+    offsets: dict[str, int]
+    units: dict[str, int]
+
+    @property
+    def columns(self) -> int:
+        """Total units (columns) over all layers."""
+        return sum(self.units.values())
+
+    def open(self) -> np.ndarray:
+        """The whole array, memory-mapped read-only."""
+        return np.load(self.path, mmap_mode="r")
+
+    def layer(self, name: str, array: np.ndarray | None = None) -> np.ndarray:
+        """One layer's ``[N, U]`` columns (a view of ``array``, or of a fresh memory map)."""
+        a = self.open() if array is None else array
+        start = self.offsets[name]
+        return a[:, start : start + self.units[name]]
+
+    def to_json(self) -> dict:
+        """``{"file", "offsets", "units"}`` (what the store and the resume marker keep)."""
+        return {"file": self.path.name, "offsets": dict(self.offsets), "units": dict(self.units)}
+
+    @classmethod
+    def from_json(cls, folder: Path, doc: dict) -> Activations:
+        offsets = {k: int(v) for k, v in doc["offsets"].items()}
+        return cls(folder / doc["file"], offsets, {k: int(v) for k, v in doc["units"].items()})
+
+
 @dataclass(frozen=True)
 class Mined:
     """Everything the analyses need from the single pass over the probe split.
@@ -105,6 +155,7 @@ class Mined:
         top5_prob: float32[N, 5], their softmax probabilities (0 in padded slots).
         features: float32[N, D], the input of the model's last ``nn.Linear`` (penultimate
             features) when requested, else None.
+        activations: the per-image maxima file (``mine(activations=PATH)``), else None.
     """
 
     layers: dict[str, LayerTopK]
@@ -112,6 +163,7 @@ class Mined:
     top5: np.ndarray
     top5_prob: np.ndarray
     features: np.ndarray | None = None
+    activations: Activations | None = None
 
 
 def mine(
@@ -126,6 +178,7 @@ def mine(
     features: bool = False,
     progress: Callable[[int, int], None] | None = None,
     channels_last: bool = True,
+    activations: Path | None = None,
 ) -> Mined:
     """Mine the top-k images of every unit of ``model.layers`` in one pass over ``probe``.
 
@@ -147,6 +200,8 @@ def mine(
         features: also keep the penultimate features (``Mined.features``).
         progress: called after every batch with (images done, images total) of this rank.
         channels_last: feed the network channels_last input (1.2-1.4x faster on CPU).
+        activations: also write every unit's maximum on every image, float16 ``[N, total units]``,
+            to this ``.npy`` (memory-mapped, one batch at a time; replaced if it exists).
 
     Returns:
         The per-layer top-k tables and the per-image predictions, as numpy arrays.
@@ -186,6 +241,9 @@ def mine(
     )
 
     table = _Table(model.layers, k, device)
+    acts = None
+    if activations is not None:
+        acts = _open_activations(Path(activations), n, table, rank, world)
     local = _mine_shard(
         model,
         loader,
@@ -196,7 +254,11 @@ def mine(
         autocast=use_autocast,
         channels_last=channels_last,
         progress=progress,
+        acts=acts,
     )
+    if acts is not None:
+        acts.flush()
+        del acts
     if world > 1:
         local = _merge_ranks(local, n, world)
     return Mined(
@@ -205,7 +267,28 @@ def mine(
         top5=local.top5.cpu().numpy(),
         top5_prob=local.top5_prob.cpu().numpy(),
         features=None if local.features is None else local.features.cpu().numpy(),
+        activations=None
+        if activations is None
+        else Activations(
+            Path(activations),
+            {layer.info.name: layer.rows.start for layer in table.layers},
+            {layer.info.name: layer.info.units for layer in table.layers},
+        ),
     )
+
+
+def _open_activations(path: Path, n: int, table: _Table, rank: int, world: int) -> np.memmap:
+    """Rank 0 creates the ``[n, rows]`` float16 file; then every rank opens it to write its rows."""
+    if rank == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)  # never write through a hard link (a site may share the file)
+        shape = (n, int(table.values.shape[0]))
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape)
+        out.flush()
+    _distributed.barrier()
+    if rank != 0:
+        out = np.lib.format.open_memmap(path, mode="r+")
+    return out
 
 
 class _Table:
@@ -410,6 +493,7 @@ def _mine_shard(
     autocast: bool,
     channels_last: bool,
     progress: Callable[[int, int], None] | None,
+    acts: np.memmap | None = None,
 ) -> _Local:
     """The pass itself: the hooks fill the table's batch, one merge per batch; predictions on the side."""
     module = model.module
@@ -443,6 +527,10 @@ def _mine_shard(
                 prob = torch.softmax(out.float(), dim=1)
                 for layer in on_output:
                     layer.update(prob if layer.info.kind == "prob" else out)
+                if acts is not None:
+                    start = shard.start + done
+                    rows = table.batch_values.clamp(-F16_MAX, F16_MAX).to(torch.float16)
+                    acts[start : start + len(x)] = rows.cpu().numpy()
                 table.merge()
                 best, cls = prob.sort(dim=1, descending=True, stable=True)
                 top5.append(cls[:, :5])

@@ -409,6 +409,42 @@ class SmoothGradSpec(_Model):
     batch_size: int = Field(64, gt=0, description="Noisy copies per forward/backward pass.")
 
 
+class ActivationsSpec(_Model):
+    """Per-image activations (issue 15): every unit's maximum on every probe image, kept in the store."""
+
+    enabled: bool = Field(
+        True,
+        description="Write activations.npy (float16, probe images x all units, 2 bytes each) while "
+        "mining; it feeds the activation distributions and unit scores.",
+    )
+
+
+class DistributionSpec(_Model):
+    """Activation distributions and unit scores (issue 15), from the per-image activations: numpy only."""
+
+    enabled: bool = Field(
+        True, description="Histograms, density, interval samples and sortable scores on layer and unit pages."
+    )
+    bins: int = Field(
+        30,
+        ge=2,
+        le=200,
+        description="Histogram bins (equal width, from min(0, lowest) to the highest value).",
+    )
+    intervals: int = Field(
+        5, ge=1, le=20, description="Equal-count (quantile) intervals of the images the unit fires on."
+    )
+    per_interval: int = Field(3, ge=1, le=10, description="Images sampled from each interval.")
+    threshold: float = Field(
+        0.0,
+        description="A unit 'fires' on an image when its maximum exceeds this (density); 0 suits post-ReLU "
+        "layers. Linear (pre-activation) and prob layers get no density.",
+    )
+    rare: float = Field(
+        0.01, ge=0, le=1, description="Layer pages flag units with density below this as rarely firing."
+    )
+
+
 class AnalysesSpec(_Model):
     """What to compute for every atlas checkpoint."""
 
@@ -418,6 +454,9 @@ class AnalysesSpec(_Model):
         0, ge=0, description="DataLoader worker processes (0: load in the main process)."
     )
     autocast: bool = Field(False, description="Mine under torch.autocast on CUDA (faster, bf16/fp16 values).")
+    activations: ActivationsSpec = Field(
+        default_factory=ActivationsSpec, description="Per-image activations of every unit (activations.npy)."
+    )
     reconstructions: ReconstructionSpec = Field(
         default_factory=ReconstructionSpec, description="Reconstructions."
     )
@@ -434,6 +473,9 @@ class AnalysesSpec(_Model):
     embedding: EmbeddingSpec = Field(default_factory=EmbeddingSpec, description="t-SNE / PCA embedding.")
     invariance: InvarianceSpec = Field(default_factory=InvarianceSpec, description="Invariance curves.")
     stroke: StrokeSpec = Field(default_factory=StrokeSpec, description="Stroke density vs class preference.")
+    distribution: DistributionSpec = Field(
+        default_factory=DistributionSpec, description="Activation distributions and unit scores."
+    )
     smoothgrad: SmoothGradSpec = Field(
         default_factory=SmoothGradSpec, description="SmoothGrad saliency maps."
     )
@@ -629,7 +671,7 @@ def format_validation_errors(exc: ValidationError, data: Any, source: SpecSource
     rows: list[tuple[tuple, str]] = []
     for err in exc.errors():
         loc = _clean_loc(tuple(err["loc"]), data, err["type"] == "missing")
-        msg = _message(err)
+        msg = _message(dict(err))
         if err["type"] == "extra_forbidden":
             msg += _suggest_key(loc, Spec)
         rows.append((loc, msg))
@@ -655,8 +697,8 @@ def _cross_checks(data: dict, source: SpecSource, arch_check: ArchCheck | None) 
     def add(loc: tuple, message: str) -> None:
         problems.append(f"{source.where(loc)}: {_dotted(loc)}: {message}")
 
-    datasets = data.get("datasets") if isinstance(data.get("datasets"), dict) else {}
-    networks = data.get("networks") if isinstance(data.get("networks"), dict) else {}
+    datasets: dict[Any, Any] = data["datasets"] if isinstance(data.get("datasets"), dict) else {}
+    networks: dict[Any, Any] = data["networks"] if isinstance(data.get("networks"), dict) else {}
     for kind, names in (("datasets", datasets), ("networks", networks)):
         for name in names:
             if not re.match(NAME_PATTERN, str(name)):
@@ -683,7 +725,7 @@ def _cross_checks(data: dict, source: SpecSource, arch_check: ArchCheck | None) 
         weights = net.get("weights")
         if isinstance(weights, str) and _looks_like_path(weights) and not Path(weights).is_file():
             add(("networks", name, "weights"), f"checkpoint file not found: {weights}")
-        checkpoints = net.get("checkpoints") if isinstance(net.get("checkpoints"), dict) else {}
+        checkpoints: dict[Any, Any] = net["checkpoints"] if isinstance(net.get("checkpoints"), dict) else {}
         for ck, path in checkpoints.items():
             if not re.match(NAME_PATTERN, str(ck)):
                 add(("networks", name, "checkpoints", ck), f"name must use {NAME_HELP}")
@@ -691,7 +733,7 @@ def _cross_checks(data: dict, source: SpecSource, arch_check: ArchCheck | None) 
                 add(("networks", name, "checkpoints", ck), f"checkpoint file not found: {path}")
         if net.get("train") is not None and (weights or checkpoints):
             add(("networks", name, "train"), "train: starts from random weights; drop weights/checkpoints")
-    diffs = data.get("diffs") if isinstance(data.get("diffs"), list) else []
+    diffs: list[Any] = data["diffs"] if isinstance(data.get("diffs"), list) else []
     for i, d in enumerate(diffs):
         for side in ("a", "b"):
             ref = d.get(side) if isinstance(d, dict) else None

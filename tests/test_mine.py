@@ -302,3 +302,41 @@ def test_empty_probe_gives_empty_predictions_and_slots() -> None:
     assert mined.labels.shape == (0,) and mined.top5.shape == (0, 5) and mined.top5_prob.shape == (0, 5)
     assert mined.features is not None and mined.features.shape == (0, 6)
     assert (mined.layers["conv1"].images == -1).all() and mined.layers["conv1"].images.shape == (4, 2)
+
+
+# --- per-image activations (issue 15, item 1) --------------------------------------------------------
+
+
+def test_activations_file_holds_every_units_maximum_per_image(tmp_path) -> None:
+    model = tiny_model()
+    images = tiny_images(23, DUPLICATES)
+    path = tmp_path / "acts" / "activations.npy"
+    mined = mine(model, Probe(images), k=5, batch_size=4, activations=path)
+    acts = mined.activations
+    assert acts is not None and acts.path == path
+    array = acts.open()
+    assert array.dtype == np.float16 and array.shape == (23, sum(i.units for i in model.layers))
+    assert list(acts.offsets) == [i.name for i in model.layers]
+    for name, topk in mined.layers.items():
+        col = acts.layer(name, array).astype(np.float32)  # [N, U]
+        assert col.shape == (23, model.layers[list(acts.offsets).index(name)].units)
+        # the top-k values are the k largest of each unit's column, at the top-k images
+        want = np.sort(col, axis=0)[::-1][:5].T
+        np.testing.assert_array_equal(want, topk.values.astype(np.float16).astype(np.float32), err_msg=name)
+        np.testing.assert_array_equal(
+            np.take_along_axis(col.T, topk.images, 1), topk.values.astype(np.float16), err_msg=name
+        )
+    # dead units are 0 on every image (post-ReLU), conv2_pre keeps its negative maxima
+    assert not acts.layer("conv2", array)[:, 0].any() and (acts.layer("conv2_pre", array)[:, 0] < 0).all()
+    # the same numbers whatever the batch size; without the keyword nothing is written
+    again = mine(model, Probe(images), k=5, batch_size=7, activations=tmp_path / "b.npy")
+    assert again.activations is not None
+    np.testing.assert_array_equal(again.activations.open(), array)
+    assert mine(model, Probe(images), k=5).activations is None
+
+
+def test_activations_round_trip_through_json(tmp_path) -> None:
+    from sitegen.mine import Activations
+
+    acts = Activations(tmp_path / "activations.npy", {"a": 0, "b": 3}, {"a": 3, "b": 2})
+    assert Activations.from_json(tmp_path, acts.to_json()) == acts and acts.columns == 5
