@@ -985,7 +985,75 @@ def _write_techniques(
             images=9,
             peak=round(peak, 5),
         )
-    store.write_analysis(
-        net, ckpt, ErfDoc(occluder=ERF_OCCLUDER, stride=ERF_STRIDE, layers={ERF_LAYER: got})
-    )
+    store.write_analysis(net, ckpt, ErfDoc(occluder=ERF_OCCLUDER, stride=ERF_STRIDE, layers={ERF_LAYER: got}))
     return list(TECHNIQUES)
+
+
+# --- activation distributions (issue 15) -------------------------------------------------------------
+
+
+def add_distribution(root: Path, net: str = "tiny-alex", ckpt: str = "epoch-2", *, seed: int = 0) -> Path:
+    """Give one checkpoint a synthetic ``activations.npy`` and the ``distribution.json`` computed from it
+    by :mod:`sitegen.analyses.distribution` (numpy only), listed in its manifest.
+
+    The activations follow the stored top-k: unit ``u``'s rank-r image gets ``k + 1 - r`` (plus 1), the
+    others a half-normal draw below 1, set to 0 for ~60 % of the images; conv2 unit 0 is dead (all 0)
+    and conv2 unit 1 fires on its rank-1 image only (rarely firing: ``rare`` is 5 % here). ``prob``
+    holds softmax-like values.
+    """
+    import json as _json
+
+    from sitegen.analyses import distribution
+    from sitegen.spec import DistributionSpec
+
+    store = Store(root)
+    m = store.read_manifest(net, ckpt)
+    rec = store.read_network(net)
+    ds = store.read_dataset(rec.dataset)
+    labels = np.load(store.dataset_dir(rec.dataset) / "labels.npy")
+    mined = store.read_arrays(net, ckpt, "mined")
+    rng = np.random.default_rng([seed, 15])
+    n = len(labels)
+    kinds = {lay.name: lay.kind for lay in rec.layers}
+    p = DistributionSpec(rare=0.05)  # 48 probe images: one image is 2 %
+    result_layers = {}
+    offsets, units_of, blocks = {}, {}, []
+    col = 0
+    for name in m.layers:
+        images = mined[f"{name}/images"]
+        units, k = images.shape
+        x = np.abs(rng.normal(0, 0.4, (n, units)))
+        if kinds[name] != "prob":
+            x[rng.random((n, units)) < 0.6] = 0
+        for u in range(units):
+            keep = images[u][images[u] >= 0]
+            x[keep, u] = (k + 1 - np.arange(len(keep))) + 1.0
+        if name == "conv2":
+            x[:, 0] = 0
+            x[:, 1] = 0
+            keep = images[1][images[1] >= 0][:1]
+            x[keep, 1] = 2.0
+        if kinds[name] == "prob":
+            x = x / x.sum(1, keepdims=True)
+        x16 = x.astype(np.float16)
+        blocks.append(x16)
+        offsets[name], units_of[name] = col, units
+        col += units
+        tl = np.where(images >= 0, labels[np.clip(images, 0, None)], -1)
+        result_layers[name] = distribution.layer_scores(
+            x16, kinds[name], labels, len(ds.class_names), images, tl, list(m.shown_units.get(name, [])), p
+        )
+    ck_dir = store.checkpoint_dir(net, ckpt)
+    np.save(ck_dir / "activations.npy", np.concatenate(blocks, axis=1))
+    (ck_dir / "activations.json").write_text(
+        _json.dumps({"format": 1, "file": "activations.npy", "offsets": offsets, "units": units_of}),
+        encoding="utf-8",
+    )
+
+    def picture(i: int) -> np.ndarray:
+        return np.asarray(Image.open(store.image_path(rec.dataset, i)).convert("RGB"))
+
+    result = distribution.Result(images=n, params=p, layers=result_layers)
+    store.write_analysis(net, ckpt, distribution.document(result, picture, ck_dir))
+    store.write_manifest(m.model_copy(update={"techniques": [*m.techniques, "distribution"]}))
+    return root

@@ -716,3 +716,89 @@ def test_reconstruction_overlays_its_patch_and_the_choice_sticks(
     page.keyboard.press("o")
     assert page.locator("[data-overlay-toggle]").get_attribute("aria-pressed") == "false"
     assert not browser.errors
+
+
+# --- activation distributions and unit scores (issue 15) ---------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def served_dist(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """The fixture site with ``distribution.json`` on tiny-alex@epoch-2 (fixture_store.add_distribution)."""
+    from fixture_store import add_distribution
+
+    root = tmp_path_factory.mktemp("www-dist")
+    store = add_distribution(make_fixture_store(tmp_path_factory.mktemp("dist-store") / "store"))
+    site = root / "REPO"
+    render_site(store, site)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/REPO/", site
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_distribution_histogram_and_interval_samples(browser: Browser, served_dist: tuple[str, Path]) -> None:
+    base, _site = served_dist
+    page = browser.open(base + "tiny-alex/conv2/unit-0003.html")
+    fig = page.locator("#fig-activation")
+    assert fig.get_attribute("role") == "img"
+    assert "probe images by the unit's maximum on a probe image" in (fig.get_attribute("aria-label") or "")
+    assert page.locator("#fig-activation g.point").count() == 30  # one bar per bin
+    titles = page.locator("#fig-activation .g-xtitle, #fig-activation .g-ytitle").all_text_contents()
+    assert titles == ["the unit's maximum on a probe image", "probe images"]
+    assert page.locator("#intervals .interval").count() == 5
+    assert page.locator("#intervals .iv-img img").count() == 15
+    assert page.locator(".dist-stats dt").all_text_contents()[:3] == ["density", "mean", "max"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "unit-distribution.png"), full_page=True)
+    assert not browser.errors
+
+
+def _order(page: Any, key: str) -> list[tuple[int, float]]:
+    return page.evaluate(f"""Array.from(document.querySelectorAll('#tiles > li'))
+        .filter(t => !t.hidden)
+        .map(t => [+t.dataset.unit, t.dataset.{key} === '' ? NaN : +t.dataset.{key}])""")
+
+
+def test_layer_grid_sorts_by_scores_and_keeps_them_in_the_url(
+    browser: Browser, served_dist: tuple[str, Path]
+) -> None:
+    base, _site = served_dist
+    page = browser.open(base + "tiny-alex/conv2/index.html")
+    assert page.locator("#fig-density g.point").count() == 21  # dead, rare (<5 %), 5–10 % … 95–100 %
+    assert page.locator(".uflag.dead").all_text_contents() == ["0"]
+    page.select_option("#tile-sort", "selectivity")
+    sel = [v for _u, v in _order(page, "selectivity")]
+    assert sel == sorted(sel, reverse=True) and len(sel) == 12
+    assert page.evaluate("location.hash") == "#sort=selectivity"
+    page.fill("#tile-filter", "circle")
+    assert page.evaluate("location.hash") == "#sort=selectivity&class=circle"
+    want = _order(page, "selectivity")
+    assert want and all(
+        "circle" in k
+        for k in page.evaluate(
+            "Array.from(document.querySelectorAll('#tiles > li:not([hidden])')).map(t => t.dataset.class)"
+        )
+    )
+    # a shared link restores the view: reload, and open the URL fresh
+    page.reload()
+    page.wait_for_load_state("load")
+    assert page.locator("#tile-sort").input_value() == "selectivity"
+    assert page.locator("#tile-filter").input_value() == "circle"
+    assert _order(page, "selectivity") == want
+    page = browser.open(base + "tiny-alex/conv2/index.html#sort=density-asc&flag=quiet")
+    shown = _order(page, "density")
+    assert [u for u, _v in shown] == [0, 1] and shown[0][1] == 0  # dead first, then rare
+    page.select_option("#tile-flag", "")
+    page.select_option("#tile-sort", "unit")
+    assert page.evaluate("location.hash") == ""
+    page = browser.open(base + "tiny-alex/conv2/index.html#sort=entropy")
+    ent = [v for _u, v in _order(page, "entropy")]
+    assert ent == sorted(ent)
+    page = browser.open(base + "tiny-alex/conv2/index.html#sort=selectivity")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "layer-distribution.png"), full_page=True)
+    assert not browser.errors

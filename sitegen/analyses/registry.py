@@ -32,6 +32,7 @@ from pydantic import BaseModel
 from sitegen.errors import SpecError
 from sitegen.spec import (
     AnalysesSpec,
+    DistributionSpec,
     EmbeddingSpec,
     EmpiricalRFSpec,
     FeatVisSpec,
@@ -44,6 +45,7 @@ from sitegen.spec import (
 )
 from sitegen.store.formats import (
     AnalysisDoc,
+    DistributionDoc,
     EmbeddingDoc,
     ErfDoc,
     FeatVisDoc,
@@ -124,6 +126,7 @@ register(Kind("embedding", "embedding", EmbeddingSpec, EmbeddingDoc))
 register(Kind("invariance", "invariance", InvarianceSpec, InvarianceDoc))
 register(Kind("smoothgrad", "smoothgrad", SmoothGradSpec, SmoothGradDoc))
 register(Kind("featvis", "featvis", FeatVisSpec, FeatVisDoc))
+register(Kind("distribution", "distribution", DistributionSpec, DistributionDoc))
 register(Kind("stroke", "stroke", StrokeSpec, StrokeDoc))
 register(Kind("erf", "empirical_rf", EmpiricalRFSpec, ErfDoc))
 

@@ -1034,6 +1034,73 @@ def density_correlation(
     }
 
 
+def activation_histogram(
+    lo: float, hi: float, counts: Sequence[int], *, threshold: float | None = None, height: int = 260
+) -> Chart:
+    """One unit's per-image maxima: equal-width bins over [lo, hi] (issue 15), as bars."""
+    bins = max(len(counts), 1)
+    width = (hi - lo) / bins if hi > lo else 1.0
+    centres = [lo + (i + 0.5) * width for i in range(len(counts))]
+    layout = _layout(
+        height,
+        bargap=0.02,
+        xaxis={"title": {"text": "the unit's maximum on a probe image"}},
+        yaxis={"title": {"text": "probe images"}, "rangemode": "tozero"},
+    )
+    if threshold is not None and hi > threshold:
+        layout["shapes"] = [
+            {"type": "line", "xref": "x", "yref": "paper", "x0": threshold, "x1": threshold, "y0": 0, "y1": 1,
+             "line": {"color": "#b0b7c3", "width": 1, "dash": "dot"}}
+        ]  # fmt: skip
+    return {
+        "data": [
+            {
+                "type": "bar",
+                "x": _round(centres),
+                "y": [int(c) for c in counts],
+                "width": round(width * 0.98, 6),
+                "marker": {"color": ACCENT},
+                "customdata": _round([c - width / 2 for c in centres]),
+                "hovertemplate": "maximum %{customdata:.3g} to %{x:.3g} (bin centre): %{y} images"
+                "<extra></extra>",
+            }
+        ],
+        "layout": layout,
+    }
+
+
+def density_histogram(density: Sequence[float], *, rare: float, height: int = 260) -> Chart:
+    """How many units of a layer fire on what share of the probe images (issue 15): dead units
+    (density 0), rarely firing ones (below ``rare``), then bins of 5 % (the first from ``rare``)."""
+    d = np.asarray(density, dtype=np.float64) * 100
+    r = rare * 100
+    dead = int((d == 0).sum())
+    few = int(((d > 0) & (d < r)).sum())
+    edges = np.linspace(0, 100, 21)
+    edges = np.concatenate([[r], edges[edges > r]]) if r < 100 else np.array([100.0, 100.0])
+    counts = np.histogram(d[d >= r], bins=edges)[0] if d.size else np.zeros(len(edges) - 1, int)
+    bins = [f"{edges[i]:.3g}–{edges[i + 1]:.3g}%" for i in range(len(edges) - 1)]
+    labels = ["dead (0%)", f"rare (<{r:g}%)", *bins]
+    colors = ["#BE0032", "#C99700"] + [ACCENT] * len(bins)
+    return {
+        "data": [
+            {
+                "type": "bar",
+                "x": labels,
+                "y": [dead, few, *(int(c) for c in counts)],
+                "marker": {"color": colors},
+                "hovertemplate": "density %{x}: %{y} units<extra></extra>",
+            }
+        ],
+        "layout": _layout(
+            height,
+            xaxis={"type": "category", "title": {"text": "density: share of probe images the unit fires on"},
+                   "tickangle": -45},
+            yaxis={"title": {"text": "units"}, "rangemode": "tozero"},
+        ),
+    }  # fmt: skip
+
+
 # --- text alternatives (issue 14: charts need an accessible name and a text alternative) ------------
 
 

@@ -249,8 +249,70 @@ class SmoothGradDoc(AnalysisDoc):
         return [e.index for e in self.images]
 
 
+# --- distribution.json ------------------------------------------------------------------------------
+
+
+class DistributionUnit(_Part):
+    """One shown unit: its histogram and its interval samples."""
+
+    lo: float  # left edge of the first bin
+    hi: float  # right edge of the last bin
+    counts: list[int]  # images per bin (equal width)
+    samples: list[list[int]]  # per interval (lowest first): probe images
+    values: list[list[float]]  # their per-image maxima
+    bounds: list[list[float]]  # per interval: [lowest, highest] value of its images
+
+    @model_validator(mode="after")
+    def _same_length(self) -> DistributionUnit:
+        if len(self.samples) != len(self.values) or len(self.samples) != len(self.bounds):
+            raise ValueError("samples, values and bounds differ in length")
+        if any(len(a) != len(b) for a, b in zip(self.samples, self.values, strict=True)):
+            raise ValueError("an interval's samples and values differ in length")
+        return self
+
+
+class DistributionLayer(_Part):
+    """Per unit of the layer (all units, by index): the scores; per shown unit its histogram."""
+
+    rectified: bool  # every value >= 0 (post-ReLU or prob): density and selectivity are defined
+    density: list[float] | None  # share of images with max > threshold; None: not rectified / prob
+    mean: list[float]
+    max: list[float]
+    selectivity: list[float] | None  # Morcos et al. 2018 over class means; None: not rectified
+    entropy: list[float]  # bits, of the classes of the unit's top-k images
+    units: dict[str, DistributionUnit]  # shown units, keyed by index as a string
+
+    @model_validator(mode="after")
+    def _same_length(self) -> DistributionLayer:
+        n = len(self.mean)
+        others = (self.density, self.max, self.selectivity, self.entropy)
+        if any(v is not None and len(v) != n for v in others):
+            raise ValueError("density, mean, max, selectivity and entropy differ in length")
+        return self
+
+
+class DistributionDoc(AnalysisDoc):
+    """Activation distributions and unit scores from ``activations.npy`` (issue 15, items 2 and 3)."""
+
+    KIND: ClassVar[str] = "distribution"
+    images: int  # probe images N
+    bins: int
+    intervals: int
+    per_interval: int
+    threshold: float
+    rare: float
+    layers: dict[str, DistributionLayer]
+    thumbs: dict[str, RelPath]  # probe index (string) -> thumbnail, for the interval samples
+
+    def probe_images(self) -> list[int]:
+        return sorted(int(i) for i in self.thumbs)
+
+
 __all__ = [
     "FORMAT",
+    "DistributionDoc",
+    "DistributionLayer",
+    "DistributionUnit",
     "AnalysisDoc",
     "EmbeddingDoc",
     "ErfDoc",

@@ -4,6 +4,9 @@
 (function () {
   "use strict";
 
+  /* Where app.js was loaded from: plotly.min.js sits beside it (see ensurePlotly). */
+  var APP_SRC = (document.currentScript && document.currentScript.src) || "";
+
   var PLOTLY_CONFIG = {
     responsive: true,
     displaylogo: false,
@@ -79,6 +82,16 @@
     });
   }
 
+  /* Pages the view planned without charts (unit pages) may still get one from an analysis section
+     (issue 15: the activation histogram): load the vendored plotly.min.js beside app.js, then draw. */
+  function ensurePlotly(done) {
+    if (window.Plotly || !APP_SRC || !document.querySelector("[data-figure]")) { done(); return; }
+    var script = document.createElement("script");
+    script.src = APP_SRC.replace(/app\.js(\?.*)?$/, "plotly.min.js");
+    script.onload = done;
+    document.head.appendChild(script);
+  }
+
   function redrawFigures() {
     if (!window.Plotly) { return; }
     Array.prototype.forEach.call(document.querySelectorAll("[data-figure]"), function (div) {
@@ -112,16 +125,64 @@
     });
   }
 
+  /* Scores missing on a tile (NaN: not computed for its layer) sort last, whatever the direction. */
+  function byScore(key, desc) {
+    return function (a, b) {
+      var x = a[key], y = b[key];
+      if (isNaN(x) || isNaN(y)) { return (isNaN(x) ? 1 : 0) - (isNaN(y) ? 1 : 0) || a.unit - b.unit; }
+      return (desc ? y - x : x - y) || a.unit - b.unit;
+    };
+  }
+
   var SORTS = {
     "unit": function (a, b) { return a.unit - b.unit; },
     "purity": function (a, b) { return b.purity - a.purity || a.unit - b.unit; },
     "purity-asc": function (a, b) { return a.purity - b.purity || a.unit - b.unit; },
     "class": function (a, b) {
       return a.klass < b.klass ? -1 : a.klass > b.klass ? 1 : b.purity - a.purity || a.unit - b.unit;
-    }
+    },
+    /* issue 15: the distribution scores */
+    "selectivity": byScore("selectivity", true),
+    "selectivity-asc": byScore("selectivity", false),
+    "entropy": byScore("entropy", false),
+    "entropy-desc": byScore("entropy", true),
+    "density": byScore("density", true),
+    "density-asc": byScore("density", false)
   };
 
-  /* Layer pages: tiles carry data-unit, data-purity and data-class; the controls reorder and hide them. */
+  var SCORE_TEXT = {
+    "selectivity": function (v) { return isNaN(v) ? "sel –" : "sel " + v.toFixed(2); },
+    "entropy": function (v) { return isNaN(v) ? "H –" : "H " + v.toFixed(2); },
+    "density": function (v) { return isNaN(v) ? "–" : (v * 100).toFixed(v < 0.1 ? 1 : 0) + "% fire"; }
+  };
+
+  function score(el, name) {
+    var v = el.getAttribute("data-" + name);
+    return v === null || v === "" ? NaN : Number(v);
+  }
+
+  /* The grid's state as a URL hash, "#sort=selectivity&class=circle&purity=50&flag=dead", so a view can
+     be shared; anchors without "=" (#units, #preference) are left alone. */
+  function readHash() {
+    var h = window.location.hash.replace(/^#/, "");
+    if (h.indexOf("=") === -1) { return null; }
+    var out = {};
+    h.split("&").forEach(function (part) {
+      var i = part.indexOf("=");
+      if (i > 0) {
+        try { out[decodeURIComponent(part.slice(0, i))] = decodeURIComponent(part.slice(i + 1).replace(/\+/g, " ")); }
+        catch (e) { /* a malformed escape: ignore that part */ }
+      }
+    });
+    return out;
+  }
+
+  function hasOption(select, value) {
+    return Array.prototype.some.call(select.options, function (o) { return o.value === value; });
+  }
+
+  /* Layer pages: tiles carry data-unit, data-purity, data-class (and, with the activation distribution,
+     data-selectivity, data-entropy, data-density, data-flag); the controls reorder and hide them. */
   function setupTiles() {
     var grid = document.getElementById("tiles");
     var form = document.getElementById("tile-controls");
@@ -130,6 +191,8 @@
     var filter = document.getElementById("tile-filter");
     var purity = document.getElementById("tile-purity");
     var purityOut = document.getElementById("tile-purity-out");
+    var flag = document.getElementById("tile-flag");
+    var share = document.getElementById("tile-share");
     var count = document.getElementById("tile-count");
     var empty = document.getElementById("tile-empty");
     var tiles = Array.prototype.map.call(grid.children, function (el) {
@@ -137,40 +200,97 @@
         el: el,
         unit: Number(el.getAttribute("data-unit")),
         purity: Number(el.getAttribute("data-purity")),
-        klass: (el.getAttribute("data-class") || "").toLowerCase()
+        klass: (el.getAttribute("data-class") || "").toLowerCase(),
+        selectivity: score(el, "selectivity"),
+        entropy: score(el, "entropy"),
+        density: score(el, "density"),
+        flag: el.getAttribute("data-flag") || ""
       };
     });
 
-    function matches(t, query, minPurity) {
+    function matches(t, query, minPurity, which) {
       if (t.purity + 1e-9 < minPurity) { return false; }
+      if (which === "quiet" ? !t.flag : which && t.flag !== which) { return false; }
       if (!query) { return true; }
       var number = query.replace(/^#/, "");
       if (/^\d+$/.test(number) && t.unit === Number(number)) { return true; }
       return t.klass.indexOf(query) !== -1;
     }
 
+    function state() {
+      var parts = [];
+      if (sort.value !== "unit") { parts.push("sort=" + encodeURIComponent(sort.value)); }
+      if (filter.value.trim()) { parts.push("class=" + encodeURIComponent(filter.value.trim())); }
+      if (purity.value !== "0") { parts.push("purity=" + encodeURIComponent(purity.value)); }
+      if (flag && flag.value) { parts.push("flag=" + encodeURIComponent(flag.value)); }
+      return parts.join("&");
+    }
+
+    function restore() {
+      var h = readHash();
+      if (!h) { return false; }
+      sort.value = h.sort && hasOption(sort, h.sort) ? h.sort : "unit";
+      filter.value = h["class"] || "";
+      purity.value = /^\d+$/.test(h.purity || "") ? h.purity : "0";
+      if (flag) { flag.value = h.flag && hasOption(flag, h.flag) ? h.flag : ""; }
+      return true;
+    }
+
     function apply() {
       var query = filter.value.trim().toLowerCase();
       var minPurity = Number(purity.value) / 100;
+      var which = flag ? flag.value : "";
       purityOut.textContent = purity.value + "%";
       var order = tiles.slice().sort(SORTS[sort.value] || SORTS.unit);
       var shown = 0;
       var frag = document.createDocumentFragment();
       order.forEach(function (t) {
-        var ok = matches(t, query, minPurity);
+        var ok = matches(t, query, minPurity, which);
         t.el.hidden = !ok;
         if (ok) { shown += 1; }
         frag.appendChild(t.el);
       });
       grid.appendChild(frag);
+      /* a score sort shows that score on each tile (purity is always shown) */
+      var key = sort.value.replace(/-(asc|desc)$/, "");
+      tiles.forEach(function (t) {
+        var slot = t.el.querySelector(".tsc");
+        if (!slot) { return; }
+        var fmt = SCORE_TEXT[key];
+        slot.hidden = !fmt;
+        slot.textContent = fmt ? fmt(t[key]) : "";
+      });
       count.textContent = shown === tiles.length ? tiles.length + " units" : shown + " of " + tiles.length + " units";
       empty.hidden = shown !== 0;
     }
 
+    /* A user's change goes into the hash (replaceState: no history entry per keystroke). */
+    function changed() {
+      apply();
+      var h = state();
+      var url = window.location.pathname + window.location.search + (h ? "#" + h : "");
+      if (readHash() || h) {
+        try { window.history.replaceState(null, "", url); } catch (e) { window.location.hash = h; }
+      }
+    }
+
     form.addEventListener("submit", function (e) { e.preventDefault(); });
-    sort.addEventListener("change", apply);
-    filter.addEventListener("input", apply);
-    purity.addEventListener("input", apply);
+    sort.addEventListener("change", changed);
+    filter.addEventListener("input", changed);
+    purity.addEventListener("input", changed);
+    if (flag) { flag.addEventListener("change", changed); }
+    if (share) {
+      share.addEventListener("click", function () {
+        var done = function () { share.textContent = "Link copied"; };
+        if (navigator.clipboard && navigator.clipboard.writeText) {
+          navigator.clipboard.writeText(window.location.href).then(done, function () { window.prompt("Link:", window.location.href); });
+        } else {
+          window.prompt("Link:", window.location.href);
+        }
+      });
+    }
+    window.addEventListener("hashchange", function () { if (restore()) { apply(); } });
+    restore();
     apply();
   }
 
@@ -375,7 +495,7 @@
     setupKeys();
     setupTiles();
     setupFigureSelects();
-    drawFigures();
+    ensurePlotly(drawFigures);
   }
 
   if (document.readyState === "loading") {
