@@ -715,6 +715,17 @@ def test_reconstruction_overlays_its_patch_and_the_choice_sticks(
     assert page.locator("[data-overlay-toggle]").get_attribute("aria-pressed") == "true"
     page.keyboard.press("o")
     assert page.locator("[data-overlay-toggle]").get_attribute("aria-pressed") == "false"
+    # the magnitude view (DeepVis "deconvnorm"): an SVG filter on the reconstruction cells only
+    page.locator("[data-magnitude-toggle]").click()
+    filters = page.evaluate(
+        "Array.from(document.querySelectorAll('.entry-imgs .cell')).slice(0, 2)"
+        ".map(c => getComputedStyle(c).filter)"
+    )
+    assert filters[0] == "none" and "sg-magnitude" in filters[1], filters
+    assert page.locator("filter#sg-magnitude feFuncR").get_attribute("tableValues") == "0 1 0"
+    _shot(page, ".entries", "unit-magnitude")
+    page.keyboard.press("m")
+    assert page.locator("[data-magnitude-toggle]").get_attribute("aria-pressed") == "false"
     assert not browser.errors
 
 

@@ -465,27 +465,34 @@
 
   // Unit pages: each reconstruction drawn over its patch (hard-light: mid-grey leaves the patch as
   // it is, brighter and darker signal lighten and darken it); the choice sticks like presentation mode.
-  function setupOverlay() {
-    var buttons = document.querySelectorAll("[data-overlay-toggle]");
+  // Magnitude view (DeepVis's "deconvnorm"): an SVG filter maps grey (no signal) to white and both
+  // signs to dark, averaged over channels: computed by the browser, no extra images.
+  function setupViewToggle(attr, cls, key, storage) {
+    var buttons = document.querySelectorAll("[" + attr + "]");
     if (!buttons.length) { return; }
     var sections = document.querySelectorAll("section.entries");
     function apply(on) {
-      sections.forEach(function (s) { s.classList.toggle("overlay", on); });
+      sections.forEach(function (s) { s.classList.toggle(cls, on); });
       buttons.forEach(function (b) { b.setAttribute("aria-pressed", on ? "true" : "false"); });
-      try { window.localStorage.setItem("sitegen-overlay", on ? "1" : "0"); } catch (e) { /* private mode */ }
+      try { window.localStorage.setItem(storage, on ? "1" : "0"); } catch (e) { /* private mode */ }
     }
     var saved = null;
-    try { saved = window.localStorage.getItem("sitegen-overlay"); } catch (e) { /* private mode */ }
+    try { saved = window.localStorage.getItem(storage); } catch (e) { /* private mode */ }
     apply(saved === "1");
     buttons.forEach(function (b) {
       b.addEventListener("click", function () { apply(b.getAttribute("aria-pressed") !== "true"); });
     });
     document.addEventListener("keydown", function (e) {
-      if ((e.key === "o" || e.key === "O") && !e.ctrlKey && !e.metaKey && !e.altKey &&
+      if (e.key.toLowerCase() === key && !e.ctrlKey && !e.metaKey && !e.altKey &&
           !/^(INPUT|TEXTAREA|SELECT)$/.test((e.target && e.target.tagName) || "")) {
         apply(buttons[0].getAttribute("aria-pressed") !== "true");
       }
     });
+  }
+
+  function setupOverlay() {
+    setupViewToggle("data-overlay-toggle", "overlay", "o", "sitegen-overlay");
+    setupViewToggle("data-magnitude-toggle", "magnitude", "m", "sitegen-magnitude");
   }
 
   function init() {
