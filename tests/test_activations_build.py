@@ -143,3 +143,21 @@ def test_build_log_states_the_size(built: Path, tmp_path: Path, caplog: pytest.L
         build(load_spec(copy / "experiments.yaml"), render=False)
     n = _store(copy).read_dataset("d").n_probe
     assert f"per-image activations activations.npy: {n} images x" in caplog.text and " MB" in caplog.text
+
+
+def test_changed_distribution_params_rerun_it_from_the_stored_file(
+    built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sitegen.build as build_mod
+
+    copy = tmp_path / "copy"
+    shutil.copytree(built, copy)
+    path = copy / "experiments.yaml"
+    path.write_text(path.read_text().replace("bins: 10", "bins: 7"))
+    monkeypatch.setattr(build_mod, "mine", lambda *a, **k: pytest.fail("a refresh must not mine"))
+    result = build(load_spec(path), render=False)
+    assert (result.computed, result.cached) == (0, 1)
+    doc = _store(copy).read_analysis("net", "epoch-1", DistributionDoc)
+    assert doc.bins == 7 and all(
+        len(u.counts) == 7 for lay in doc.layers.values() for u in lay.units.values()
+    )

