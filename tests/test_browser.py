@@ -756,10 +756,10 @@ def test_distribution_histogram_and_interval_samples(browser: Browser, served_di
     page = browser.open(base + "tiny-alex/conv2/unit-0003.html")
     fig = page.locator("#fig-activation")
     assert fig.get_attribute("role") == "img"
-    assert "probe images by the unit's maximum on a probe image" in (fig.get_attribute("aria-label") or "")
+    assert "probe images by the unit's maximum per image" in (fig.get_attribute("aria-label") or "")
     assert page.locator("#fig-activation g.point").count() == 30  # one bar per bin
     titles = page.locator("#fig-activation .g-xtitle, #fig-activation .g-ytitle").all_text_contents()
-    assert titles == ["the unit's maximum on a probe image", "probe images"]
+    assert titles == ["the unit's maximum per image", "probe images"]
     assert page.locator("#intervals .interval").count() == 5
     assert page.locator("#intervals .iv-img img").count() == 15
     assert page.locator(".dist-stats dt").all_text_contents()[:3] == ["density", "mean", "max"]

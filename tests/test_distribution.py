@@ -202,7 +202,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_unit_page_shows_histogram_stats_and_interval_samples(site: Path) -> None:
     text = (site / "tiny-alex/conv2/unit-0002.html").read_text(encoding="utf-8")
     assert 'id="intervals"' in text and 'id="fig-activation"' in text and 'role="img"' in text
-    assert "probe images by the unit&#39;s maximum on a probe image" in text  # the chart's name
+    assert "probe images by the unit&#39;s maximum per image" in text  # the chart's name
     assert "class selectivity" in text and "top-k entropy" in text and "density" in text
     thumbs = re.findall(r'src="\.\./\.\./tiny-alex/distribution/(\d+)\.png"', text)
     assert thumbs and all((site / f"tiny-alex/distribution/{i}.png").is_file() for i in thumbs)

@@ -1044,7 +1044,7 @@ def activation_histogram(
     layout = _layout(
         height,
         bargap=0.02,
-        xaxis={"title": {"text": "the unit's maximum on a probe image"}},
+        xaxis={"title": {"text": "the unit's maximum per image"}},
         yaxis={"title": {"text": "probe images"}, "rangemode": "tozero"},
     )
     if threshold is not None and hi > threshold:
