@@ -644,7 +644,7 @@ def _analyze(
     sprites: dict[str, SpriteLayout] = {}
     layer_prefs = []
     weighted: dict[str, np.ndarray] = {}
-    methods = list(a.reconstructions.methods) if a.reconstructions.enabled else []
+    methods: list[str] = list(a.reconstructions.methods) if a.reconstructions.enabled else []
     image_cache = _ImageCache(bundle)
     grey = grayscale(spec, bundle)
 
@@ -675,49 +675,34 @@ def _analyze(
         names = [*([] if whole else ["patches"]), *methods]
         done, layout = resume.layer(info.name, units)
         t = time.perf_counter()
-        # boxes for every unit (cheap); cells only for shown units, unless this layer is already done
-        patches = extract_patches(
-            image_cache.uint8, info, topk, bundle.image_size, units=[] if done or whole else units
-        )
+        # boxes for every unit (cheap arithmetic, no images): the store keeps them for all units
+        patches = extract_patches(image_cache.uint8, info, topk, bundle.image_size, units=[])
         t_patch += time.perf_counter() - t
         if not done:
-            panels: list[Any] = [] if whole else [patches.cells]  # arrays or TileFiles
-            t = time.perf_counter()
-            for method in methods:
-                panels.append(
-                    reconstruct_topk(
-                        loaded,
-                        image_cache.tensor,
-                        info,
-                        topk,
-                        units,
-                        method=method,
-                        batch_size=a.reconstructions.batch_size,
-                        device=device,
-                        image_size=bundle.image_size,
-                        grayscale=grey,
-                        progress=functools.partial(
-                            _advance, report, f"reconstruct {label}", done_pairs, total_pairs
-                        ),
-                    )
-                )
-                done_pairs += int((topk.images[units] >= 0).sum())
-            t_recon += time.perf_counter() - t
-            cols = math.ceil(math.sqrt(a.top_k))
-            # fc/prob layers without reconstructions have no sprites: their pages show the images
-            layout = None
-            if panels:
-                rows = math.ceil(a.top_k / cols)
-                layout = SpriteLayout(cell=panels[0].shape[2], cols=cols, rows=rows, panels=names)
-            for j, u in enumerate(units):
-                if panels:
-                    store.write_sprite(net_name, ck.name, info.name, u, sprite([p[j] for p in panels], cols))
-                done_units += 1
-                report(f"sprites {label}", done_units, total_units)
+            layout, tp, tr = _layer_sprites(
+                store,
+                net_name,
+                ck.name,
+                info,
+                topk,
+                units,
+                loaded=loaded,
+                image_cache=image_cache,
+                image_size=bundle.image_size,
+                methods=methods,
+                names=names,
+                top_k=a.top_k,
+                batch_size=a.reconstructions.batch_size,
+                device=device,
+                grayscale=grey,
+                pairs=functools.partial(_advance, report, f"reconstruct {label}", done_pairs, total_pairs),
+                units_done=functools.partial(_advance, report, f"sprites {label}", done_units, total_units),
+            )
+            t_patch, t_recon = t_patch + tp, t_recon + tr
             resume.finish_layer(info.name, units, layout)
-        else:
-            done_units += len(units)
-            report(f"sprites {label}", done_units, total_units)
+        done_pairs += len(methods) * int((topk.images[units] >= 0).sum())
+        done_units += len(units)
+        report(f"sprites {label}", done_units, total_units)
         if layout is not None:
             sprites[info.name] = layout
         images_needed.update(int(i) for i in topk.images[units].ravel() if i >= 0)
@@ -997,6 +982,88 @@ def _keep_activations(ck_dir: Path, mined: Mined, label: str) -> None:
         mined.activations.columns,
         dest.stat().st_size / 1e6,
     )
+
+
+#: Units whose patches and reconstruction tiles are held at once on crop layers: bounds RAM (VGG-19
+#: conv5_4: 512 units x 9 tiles x 96 px x 3 x 2 panels = 255 MB at once otherwise).
+SPRITE_CHUNK = 64
+
+
+def _layer_sprites(
+    store: Store,
+    network: str,
+    checkpoint: str,
+    info: Any,
+    topk: LayerTopK,
+    units: list[int],
+    *,
+    loaded: LoadedModel,
+    image_cache: _ImageCache,
+    image_size: int,
+    methods: list[str],
+    names: list[str],
+    top_k: int,
+    batch_size: int,
+    device: torch.device,
+    grayscale: bool,
+    pairs: Callable[[int, int], None],
+    units_done: Callable[[int, int], None],
+) -> tuple[SpriteLayout | None, float, float]:
+    """Write one layer's unit sprites: patches, then one panel per reconstruction method.
+
+    Crop layers go :data:`SPRITE_CHUNK` units at a time (their pairs share little work across units);
+    whole-image layers (fc, prob) in one call, so that every probe image is forwarded once for all the
+    units that rank it (their tiles go to a file past 128 MB: see ``reconstruct_topk``).
+
+    Returns:
+        The sprite layout (None: no panels, e.g. fc layers without reconstructions), and the seconds
+        spent on patches and on reconstructions.
+    """
+    whole = info.kind in ("linear", "prob")
+    chunk = max(1, len(units)) if whole else SPRITE_CHUNK
+    cols = math.ceil(math.sqrt(top_k))
+    layout: SpriteLayout | None = None
+    t_patch = t_recon = 0.0
+    done_pairs = 0
+    for c0 in range(0, len(units), chunk):
+        part = units[c0 : c0 + chunk]
+        t = time.perf_counter()
+        panels: list[Any] = []  # arrays or TileFiles
+        if not whole:
+            panels.append(extract_patches(image_cache.uint8, info, topk, image_size, units=part).cells)
+        t_patch += time.perf_counter() - t
+        t = time.perf_counter()
+        for method in methods:
+            panels.append(
+                reconstruct_topk(
+                    loaded,
+                    image_cache.tensor,
+                    info,
+                    topk,
+                    part,
+                    method=method,
+                    batch_size=batch_size,
+                    device=device,
+                    image_size=image_size,
+                    grayscale=grayscale,
+                    progress=functools.partial(_shifted, pairs, done_pairs),
+                )
+            )
+            done_pairs += int((topk.images[part] >= 0).sum())
+        t_recon += time.perf_counter() - t
+        if not panels:  # fc/prob layers without reconstructions: their pages show the probe images
+            continue
+        layout = SpriteLayout(cell=panels[0].shape[2], cols=cols, rows=math.ceil(top_k / cols), panels=names)
+        for j, u in enumerate(part):
+            store.write_sprite(network, checkpoint, info.name, u, sprite([p[j] for p in panels], cols))
+            if j % 16 == 15 or j == len(part) - 1:
+                units_done(c0 + j + 1, 0)
+    return layout, t_patch, t_recon
+
+
+def _shifted(progress: Callable[[int, int], None], base: int, done: int, total: int) -> None:
+    """A chunk's ``progress(done, total)`` as the layer's, ``base`` pairs further on."""
+    progress(base + done, total)
 
 
 def _advance(report: Progress, label: str, base: int, total: int, done: int, _of: int) -> None:

@@ -407,3 +407,23 @@ analyses:
     page = (tmp_path / "output" / "site" / "net" / "fc6" / f"unit-{u:04d}.html").read_text()
     first = int(store.read_arrays("net", "init", "mined")["fc6/images"][u, 0])
     assert f"img/d/{first}.png" in page
+
+
+def test_sprites_written_in_unit_chunks_equal_one_pass(
+    built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Crop layers go SPRITE_CHUNK units at a time to bound RAM: the sprites are the same bytes."""
+    import sitegen.build as build_mod
+
+    copy = tmp_path / "copy"
+    shutil.copytree(built, copy)
+    spec = load_spec(copy / "experiments.yaml")
+    store = Store(spec.output / "store")
+    units = store.checkpoint_dir("net", "epoch-2") / "units"
+    reference = {p.relative_to(units): p.read_bytes() for p in sorted(units.rglob("*.webp"))}
+    (store.checkpoint_dir("net", "epoch-2") / "manifest.json").unlink()
+    shutil.rmtree(units)
+    monkeypatch.setattr(build_mod, "SPRITE_CHUNK", 1)
+    assert build(spec, render=False).computed == 1
+    again = {p.relative_to(units): p.read_bytes() for p in sorted(units.rglob("*.webp"))}
+    assert again == reference and len(reference) > 10
