@@ -471,17 +471,7 @@ def _atlas_names(spec: Spec, net_name: str, net: NetworkSpec, names: list[str]) 
         return names[-1:]
     if net.atlas == "all":
         return names
-    unknown = [n for n in net.atlas if n not in names]
-    if unknown:
-        raise SpecError(
-            [
-                spec.problem(
-                    ("networks", net_name, "atlas"),
-                    f"unknown checkpoints {unknown}; this network has {names}",
-                )
-            ]
-        )
-    return list(net.atlas)
+    return _known_checkpoints(spec, net_name, "atlas", net.atlas, names)
 
 
 def _evolution_names(spec: Spec, net_name: str, net: NetworkSpec, names: list[str]) -> set[str]:
@@ -489,17 +479,21 @@ def _evolution_names(spec: Spec, net_name: str, net: NetworkSpec, names: list[st
         return set(names)
     if not net.evolution:
         return set()
-    unknown = [n for n in net.evolution if n not in names]
+    return set(_known_checkpoints(spec, net_name, "evolution", net.evolution, names))
+
+
+def _known_checkpoints(spec: Spec, net_name: str, key: str, listed: list[str], names: list[str]) -> list[str]:
+    """``listed`` (the spec's ``networks.<net>.<key>``) when every name is a checkpoint, else SpecError."""
+    unknown = [n for n in listed if n not in names]
     if unknown:
         raise SpecError(
             [
                 spec.problem(
-                    ("networks", net_name, "evolution"),
-                    f"unknown checkpoints {unknown}; this network has {names}",
+                    ("networks", net_name, key), f"unknown checkpoints {unknown}; this network has {names}"
                 )
             ]
         )
-    return set(net.evolution)
+    return list(listed)
 
 
 def _diff_names(spec: Spec, net_name: str, names: list[str]) -> set[str]:
