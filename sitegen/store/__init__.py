@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
@@ -169,17 +169,7 @@ class Store:
 
     # --- internals -------------------------------------------------------------------------------
     def _read(self, path: Path, model: type[R]) -> R:
-        if not path.is_file():
-            raise StoreError(f"{path}: missing; the store is incomplete, rerun `sitegen build`")
-        try:
-            data = codecs.read_json(path)
-        except (OSError, ValueError) as e:
-            raise StoreError(f"{path}: unreadable ({e}); delete it and rerun `sitegen build`") from None
-        fmt = data.get("format") if isinstance(data, dict) else None
-        if fmt != FORMAT:
-            newer = isinstance(fmt, int) and fmt > FORMAT
-            hint = "upgrade sitegen" if newer else "rerun `sitegen build` to rewrite it"
-            raise StoreError(f"{path}: store format {fmt!r}, this sitegen reads format {FORMAT}; {hint}")
+        data = _document(path, FORMAT, "store format")
         try:
             return model.model_validate(data)
         except ValidationError as e:
@@ -188,15 +178,7 @@ class Store:
 
 def read_analysis(path: Path, model: type[D]) -> D:
     """An analysis document at ``path``, validated against ``model`` (one-line StoreError otherwise)."""
-    if not path.is_file():
-        raise StoreError(f"{path}: missing; the store is incomplete, rerun `sitegen build`")
-    try:
-        data = codecs.read_json(path)
-    except (OSError, ValueError) as e:
-        raise StoreError(f"{path}: unreadable ({e}); rerun `sitegen build`") from None
-    fmt = data.get("format") if isinstance(data, dict) else None
-    if fmt != ANALYSIS_FORMAT:
-        raise StoreError(f"{path}: format {fmt!r}, this sitegen reads format {ANALYSIS_FORMAT}")
+    data = _document(path, ANALYSIS_FORMAT, "format")
     try:
         return model.model_validate(data)
     except ValidationError as e:
@@ -205,6 +187,22 @@ def read_analysis(path: Path, model: type[D]) -> D:
         raise StoreError(
             f"{path}: malformed ({where}: {err['msg']}; {e.error_count()} problem(s)); rerun `sitegen build`"
         ) from None
+
+
+def _document(path: Path, expected: int, what: str) -> Any:
+    """The JSON at ``path`` when it carries ``"format": expected``; a one-line StoreError otherwise."""
+    if not path.is_file():
+        raise StoreError(f"{path}: missing; the store is incomplete, rerun `sitegen build`")
+    try:
+        data = codecs.read_json(path)
+    except (OSError, ValueError) as e:
+        raise StoreError(f"{path}: unreadable ({e}); delete it and rerun `sitegen build`") from None
+    fmt = data.get("format") if isinstance(data, dict) else None
+    if fmt != expected:
+        newer = isinstance(fmt, int) and fmt > expected
+        hint = "upgrade sitegen" if newer else "rerun `sitegen build` to rewrite it"
+        raise StoreError(f"{path}: {what} {fmt!r}, this sitegen reads format {expected}; {hint}")
+    return data
 
 
 _WRITE_HINTS = {
