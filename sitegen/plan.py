@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence, Set
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from sitegen.analyses import registry
 from sitegen.data import list_classes
 from sitegen.errors import DataError, ModelError, SpecError, StoreError
 from sitegen.models import LayerInfo, build_model, check_weights, layer_table, weights_meta
@@ -202,32 +204,14 @@ def _listing(indices: list[int]) -> str:
 def _technique_problems(
     spec: Spec, net_name: str, layers: Sequence[LayerInfo], listed: Set[str]
 ) -> list[str]:
-    """Layer names under ``analyses:`` (same rules as :func:`sitegen.techniques.check_layers`)."""
-    a = spec.analyses
-    names = [info.name for info in layers]
-    known = {*names, *(info.module for info in layers), *listed}
-    problems = []
-    for key, section in (("gradcam", a.gradcam), ("occlusion", a.occlusion)):
-        if section.enabled and section.layer is not None and section.layer not in known:
-            problems.append(
-                spec.problem(
-                    ("analyses", key, "layer"), f"no layer {section.layer!r} in {net_name}; layers: {names}"
-                )
-            )
-    picks = (
-        ("featvis", a.featvis.enabled, a.featvis.layers),
-        ("empirical_rf", a.empirical_rf.enabled, a.empirical_rf.layers),
-        ("invariance", a.invariance.enabled, a.invariance.layers),
-    )
-    for key, enabled, pick in picks:
-        # a list may name layers of several networks: an error only when it names none of this one's
-        if enabled and isinstance(pick, list) and not any(p in names or p in listed for p in pick):
-            problems.append(
-                spec.problem(
-                    ("analyses", key, "layers"), f"none of {pick} is a layer of {net_name}; layers: {names}"
-                )
-            )
-    return problems
+    """Layer names under ``analyses:``: each enabled kind's own ``check`` (:mod:`sitegen.analyses.registry`).
+
+    When ``layers:`` failed, ``layers`` is the automatic set and ``listed`` the names the spec lists:
+    those count as known (stand-ins with their names), so only a name in neither is reported.
+    """
+    have = {n for info in layers for n in (info.name, info.module)}
+    stand_ins = [replace(layers[0], name=n, module=n) for n in sorted(listed - have)] if layers else []
+    return registry.layer_problems(spec.analyses, [*layers, *stand_ins], spec.problem, net_name)
 
 
 def checkpoint_names(net: NetworkSpec) -> list[str]:

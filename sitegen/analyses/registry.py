@@ -200,10 +200,23 @@ def rounded(a: Any, digits: int = 4) -> list:
 
 def check_layers(a: AnalysesSpec, layers: Sequence[LayerInfo], problem: Problem, network: str) -> None:
     """Raise the SpecError an enabled analysis would raise for its layer names, before any work."""
+    problems = layer_problems(a, layers, problem, network)
+    if problems:
+        raise SpecError(problems)
+
+
+def layer_problems(a: AnalysesSpec, layers: Sequence[LayerInfo], problem: Problem, network: str) -> list[str]:
+    """Every enabled kind's layer-name problems (its ``check``), collected: all reported at once."""
+    problems: list[str] = []
     for kind in enabled(a):
         check = getattr(kind.analysis(), "check", None)
-        if check is not None:
+        if check is None:
+            continue
+        try:
             check(kind.settings(a), layers, problem, network)
+        except SpecError as e:
+            problems += e.problems
+    return problems
 
 
 def pick_layers(
@@ -251,6 +264,7 @@ __all__ = [
     "Kind",
     "check_layers",
     "enabled",
+    "layer_problems",
     "names",
     "one_layer",
     "pick_layers",
