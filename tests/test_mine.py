@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -340,3 +341,22 @@ def test_activations_round_trip_through_json(tmp_path) -> None:
 
     acts = Activations(tmp_path / "activations.npy", {"a": 0, "b": 3}, {"a": 3, "b": 2})
     assert Activations.from_json(tmp_path, acts.to_json()) == acts and acts.columns == 5
+
+
+@pytest.mark.parametrize("chunk", [2, 100, 1 << 20])  # bytes per read: one row per read .. all rows at once
+def test_layer_columns_read_exactly_what_a_memory_map_holds(tmp_path: Path, monkeypatch, chunk: int) -> None:
+    from sitegen.mine import Activations, LayerColumns
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(37, 23)).astype(np.float16)
+    np.save(tmp_path / "a.npy", values)
+    acts = Activations(tmp_path / "a.npy", {"x": 0, "y": 5, "z": 22}, {"x": 5, "y": 17, "z": 1})
+    monkeypatch.setattr(LayerColumns, "CHUNK", chunk)
+    for name in acts.offsets:
+        cols = acts.layer(name)
+        assert isinstance(cols, LayerColumns) and cols.shape == (37, acts.units[name])
+        ref = acts.layer(name, acts.open())
+        for a, b in [(0, None), (1, 3), (2, 2), (0, 1), (-1, None)]:
+            np.testing.assert_array_equal(cols[:, a:b], ref[:, a:b])
+    with pytest.raises(IndexError):
+        acts.layer("y")[1:, 0:2]

@@ -43,7 +43,7 @@ from sitegen.store import codecs
 from sitegen.store.formats import DistributionDoc, DistributionLayer, DistributionUnit
 
 if TYPE_CHECKING:  # torch-free at run time: the test fixture writes its document with these functions
-    from sitegen.mine import Mined
+    from sitegen.mine import LayerColumns, Mined
 
 __all__ = [
     "KIND",
@@ -169,7 +169,7 @@ class Result:
 
 
 def layer_scores(
-    x_all: np.ndarray,
+    x_all: np.ndarray | LayerColumns,
     kind: str,
     labels: np.ndarray,
     num_classes: int,
@@ -181,7 +181,8 @@ def layer_scores(
     """Every score of one layer from its ``[N, U]`` activations (read in blocks of columns).
 
     Args:
-        x_all: the layer's columns of ``activations.npy`` (a memory map is fine).
+        x_all: the layer's columns of ``activations.npy``: an array, or a
+            :class:`~sitegen.mine.LayerColumns` (indexed ``[:, a:b]`` only).
         kind: ``LayerInfo.kind`` (``prob`` gets no density).
         labels: int64 ``[N]`` probe labels.
         num_classes: classes of the dataset.
@@ -192,7 +193,10 @@ def layer_scores(
     """
     n, units = x_all.shape
     step = max(1, _BLOCK // max(n, 1))
-    rectified = bool(n == 0 or units == 0 or float(np.min(x_all)) >= 0)
+    # one pass for the layer's minimum first: whether it is rectified decides which images are sampled
+    rectified = all(
+        float(np.min(x_all[:, a : a + step], initial=0.0)) >= 0 for a in range(0, units if n else 0, step)
+    )
     mean, mx, mn, dens, sel = (np.zeros(units) for _ in range(5))
     lo, hi = np.zeros(units), np.zeros(units)
     counts: dict[int, np.ndarray] = {}
@@ -256,14 +260,10 @@ def run(ctx: Context, mined: Mined, params: Params) -> Result | None:
         tl = topk.images
         if len(labels):  # the classes of its top-k images (-1: empty slot)
             tl = np.where(topk.images >= 0, labels[np.clip(topk.images, 0, None)], -1)
-        # a fresh memory map per layer, dropped after it: the pages a map has read count in the
-        # process's RSS until it is unmapped (10,000 images of alexnet: +460 MB with one map)
-        array = acts.open()
+        # read in blocks of columns with pread (mine.LayerColumns), not through a memory map: any
+        # read of a map brings the whole file into the process's RSS (10,000 alexnet images: +191 MB)
         shown = ctx.shown.get(name, [])
-        x = acts.layer(name, array)
-        out[name] = layer_scores(x, kind, labels, num_classes, topk.images, tl, shown, params)
-        del x
-        del array
+        out[name] = layer_scores(acts.layer(name), kind, labels, num_classes, topk.images, tl, shown, params)
         ctx.progress("distribution", len(out), len(mined.layers))
     return Result(images=len(labels), params=params, layers=out)
 
