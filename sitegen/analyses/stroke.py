@@ -11,8 +11,9 @@ high stroke density". This module makes that claim checkable on any atlas:
   density is the share of edge pixels, where the Sobel gradient magnitude of the grey image (scaled
   so that a step from black to white has magnitude 1) exceeds ``edge_threshold`` (Sobel & Feldman
   1968). Complexity is, for both kinds, the mean size in bytes of the grey image compressed as PNG
-  (Pillow, zlib level 6, the default: level 9 took 5.9 ms a 224 px image against 0.7 ms, a sixth of
-  a seed-scale build, for ~20 % fewer bytes and the same ordering of images: Spearman 0.997 over 192 doodles): a compression-based estimate of visual complexity (Donderi 2006; Machado et
+  (Pillow, zlib level 6, the default; level 9 took 5.9 ms a 224 px image against 0.7 ms, 24 s of
+  a 408 s seed-scale build, for ~20 % fewer bytes and the same ordering of images: Spearman 0.997
+  over 192 doodles): a compression-based estimate of visual complexity (Donderi 2006; Machado et
   al. 2015), which grows with the number and irregularity of strokes, not just their area.
 - :func:`spearman`: Spearman's rank correlation (average ranks for ties), numpy only.
 - :func:`density_correlation`: per layer, Spearman's rho between the layer's class preference
