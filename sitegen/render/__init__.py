@@ -21,6 +21,7 @@ from pathlib import Path
 from sitegen.errors import RenderError
 from sitegen.render.env import make_env, render_template, templates_dir
 from sitegen.render.links import LinkProblem, check_site
+from sitegen.render.search import INDEX_PATH, search_script
 from sitegen.render.views import SitePlan, plan_site
 from sitegen.store import Store
 
@@ -145,7 +146,11 @@ def _write(plan: SitePlan, out: Path, progress: Callable[[int, int], None] | Non
     for src in assets:
         n_bytes += copy(src, folder(f"assets/{src.name}"))
     (out / ".nojekyll").write_bytes(b"")
-    n_files += len(assets) + 1
+    # Issue 15: the search box's index, collected from the planned pages (sitegen.render.search).
+    index = search_script(plan.pages).encode("utf-8")
+    folder(INDEX_PATH).write_bytes(index)
+    n_bytes += len(index)
+    n_files += len(assets) + 2
     for site_path, src in plan.files.items():
         n_bytes += copy(src, folder(site_path))
     n_files += len(plan.files)
