@@ -445,6 +445,99 @@ class DistributionSpec(_Model):
     )
 
 
+class SimilarSpec(_Model):
+    """Similar units (issue 15): Pearson correlation over the probe images of the per-image maxima."""
+
+    enabled: bool = Field(
+        True,
+        description="List on each unit page its most correlated units in the same and the next layer "
+        "(numpy: standardized float32 block products; ~1 s at seed scale).",
+    )
+    k: int = Field(6, ge=1, le=50, description="Similar units kept per shown unit and layer.")
+
+
+class ClassesSpec(_Model):
+    """Class pages (issue 15): per class, the units that prefer it most in each layer; numpy only."""
+
+    enabled: bool = Field(
+        True,
+        description="Rank each layer's shown units per class by rank-weighted top-k share and by class "
+        "selectivity (from the per-image activations), for the class pages.",
+    )
+    units: int = Field(
+        12, ge=1, le=100, description="Units kept per class, per layer and per ranking (the class "
+        "pages list the best 12 over all layers and networks, and the best 3 of each layer)."
+    )
+
+
+class AblationSpec(_Model):
+    """Ablation (Bau et al. 2020, PNAS): zero one unit at a time, rerun the network from its layer on."""
+
+    enabled: bool = Field(
+        False,
+        description="Ablate each shown unit of the chosen layers (unit pages); opt-in. Cost: units x "
+        "images forwards of the network from the layer on (the part before it runs once per image), "
+        "batch_size rows per forward: the default atlas's last conv layers (64 units x 256 images, two "
+        "nets) take ~2 s on a 2-core CPU; AlexNet's conv5 at 224 px (256 units x 256 images: 65,536 "
+        "forwards of pool-fc6-fc7-fc8, 7 TFLOP) ~1-2 min there, seconds on a GPU.",
+    )
+    layers: LayerPick = Field(
+        "last",
+        description="'last' (the last conv layer), 'conv' (every conv layer: costly) or a list of "
+        "layer names.",
+    )
+    images: int = Field(
+        256,
+        ge=1,
+        description="Probe images (one per class in class order, then the second of each...); also "
+        "what the mean activation of a pooled classifier input is averaged over.",
+    )
+    batch_size: int = Field(
+        256, gt=0, description="Rows (ablated unit x image) per forward of the network's remainder."
+    )
+
+
+class EffectSpec(_Model):
+    """What a unit does to the prediction (issue 15, item 5): direct logit effects and ablations."""
+
+    enabled: bool = Field(
+        True,
+        description="Direct effect on each class logit (the classifier's weights) of every unit of "
+        "the layer feeding the classifier; ablation effects of the shown units of other layers.",
+    )
+    classes: int = Field(5, ge=1, le=20, description="Top and bottom classes kept per unit.")
+    ablation: AblationSpec = Field(
+        default_factory=AblationSpec, description="Zero one unit, measure the true-class logit and accuracy."
+    )
+
+
+class MasksSpec(_Model):
+    """Exemplar evidence (issue 15, item 7; NetDissect, Bau et al. 2017): each conv unit's activation
+    map on each of its top-k images, outlined where it exceeds the unit's top-quantile threshold."""
+
+    enabled: bool = Field(
+        True,
+        description="Store each shown conv unit's map on its top-k images (float16, layer resolution) and "
+        "its threshold; unit pages outline where the map exceeds it. Cost: one forward, truncated at the "
+        "last chosen layer, over the distinct top-k images and the sample.",
+    )
+    layers: LayerPick = Field("conv", description="'conv', 'last' or a list of layer names.")
+    quantile: float = Field(
+        0.995,
+        gt=0,
+        lt=1,
+        description="Threshold T_k = this quantile of the unit's activations over all spatial positions of "
+        "the sample images (NetDissect: 0.995, the top 0.5 %).",
+    )
+    sample: int = Field(
+        256,
+        ge=1,
+        description="Probe images whose positions give the threshold: evenly spaced over the probe split "
+        "(all of them when it is smaller).",
+    )
+    batch_size: int = Field(32, gt=0, description="Images per forward pass.")
+
+
 class AnalysesSpec(_Model):
     """What to compute for every atlas checkpoint."""
 
@@ -476,8 +569,20 @@ class AnalysesSpec(_Model):
     distribution: DistributionSpec = Field(
         default_factory=DistributionSpec, description="Activation distributions and unit scores."
     )
+    similar: SimilarSpec = Field(
+        default_factory=SimilarSpec, description="Most correlated units in the same and the next layer."
+    )
     smoothgrad: SmoothGradSpec = Field(
         default_factory=SmoothGradSpec, description="SmoothGrad saliency maps."
+    )
+    masks: MasksSpec = Field(
+        default_factory=MasksSpec, description="Activation outlines on the top-k images (NetDissect)."
+    )
+    effect: EffectSpec = Field(
+        default_factory=EffectSpec, description="What a unit does: direct logit effects and ablations."
+    )
+    classes: ClassesSpec = Field(
+        default_factory=ClassesSpec, description="Per-class unit rankings for the class pages."
     )
 
 

@@ -38,6 +38,7 @@ analyses:
   featvis: {enabled: true, steps: 4, layers: last, grayscale: true}
   smoothgrad: {enabled: true, images: 2, samples: 4}
   empirical_rf: {enabled: true, units: 1, layers: [conv5, conv2_2]}  # conv2_2: a vgg name, skipped here
+  effect: {ablation: {enabled: true, layers: [conv5, fc6], images: 8, batch_size: 16}}
 diffs:
   - {a: net@epoch-1, b: net@epoch-2}
 """

@@ -32,26 +32,34 @@ from pydantic import BaseModel
 from sitegen.errors import SpecError
 from sitegen.spec import (
     AnalysesSpec,
+    ClassesSpec,
     DistributionSpec,
+    EffectSpec,
     EmbeddingSpec,
     EmpiricalRFSpec,
     FeatVisSpec,
     GradCamSpec,
     InvarianceSpec,
     LayerPick,
+    MasksSpec,
     OcclusionSpec,
+    SimilarSpec,
     SmoothGradSpec,
     StrokeSpec,
 )
 from sitegen.store.formats import (
     AnalysisDoc,
+    ClassesDoc,
     DistributionDoc,
+    EffectDoc,
     EmbeddingDoc,
     ErfDoc,
     FeatVisDoc,
     GradCamDoc,
     InvarianceDoc,
+    MasksDoc,
     OcclusionDoc,
+    SimilarDoc,
     SmoothGradDoc,
     StrokeDoc,
 )
@@ -127,8 +135,14 @@ register(Kind("invariance", "invariance", InvarianceSpec, InvarianceDoc))
 register(Kind("smoothgrad", "smoothgrad", SmoothGradSpec, SmoothGradDoc))
 register(Kind("featvis", "featvis", FeatVisSpec, FeatVisDoc))
 register(Kind("distribution", "distribution", DistributionSpec, DistributionDoc))
+register(Kind("effect", "effect", EffectSpec, EffectDoc))
+register(Kind("similar", "similar", SimilarSpec, SimilarDoc))
 register(Kind("stroke", "stroke", StrokeSpec, StrokeDoc))
 register(Kind("erf", "empirical_rf", EmpiricalRFSpec, ErfDoc))
+# Unit pages: outlines over the top-k images (issue 15, item 7), and its key card after erf.
+register(Kind("masks", "masks", MasksSpec, MasksDoc))
+# No section on network, layer or unit pages: its documents feed the class pages (render/classes.py).
+register(Kind("classes", "classes", ClassesSpec, ClassesDoc))
 
 
 def names() -> tuple[str, ...]:

@@ -37,10 +37,12 @@ from typing import Any
 
 import numpy as np
 
+from sitegen.compare import read_cka
 from sitegen.diff import RBO_P, DiffSide, StoreDiff, read_diff, top_bottom, topk_overlap
 from sitegen.errors import RenderError, StoreError
-from sitegen.render import charts
+from sitegen.render import charts, similarity
 from sitegen.render._models import Chip, Figure, Img
+from sitegen.render.peers import PeerFinder, panel_cell
 from sitegen.render.sections import CheckpointSections, LayerPage, NetworkPage, UnitPage
 from sitegen.store import BuildRecord, CheckpointManifest, DatasetRecord, NetworkRecord, Store, codecs
 from sitegen.store.manifest import EVOLUTION_UNITS, CheckpointRef, LayerRecord, SpriteLayout, evenly_spaced
@@ -61,7 +63,7 @@ _PANEL_LABELS = {
 }
 
 # Names a network (at the top) or a layer (inside a network) may not take: site files live there.
-_RESERVED_TOP = frozenset({"index.html", "assets", "img", "compare", "diff"})
+_RESERVED_TOP = frozenset({"index.html", "assets", "img", "compare", "diff", "classes"})
 _RESERVED_NET = frozenset({"index.html", "filters.png", "actmaps", "evolution", "gradcam"})
 # Evolution pages are <net>/evolution/<layer>.html beside index.html.
 _RESERVED_EVO = frozenset({"index"})
@@ -218,6 +220,7 @@ class DatasetCard:
     name: str
     facts: tuple[Fact, ...]
     classes: tuple[ClassPick, ...]
+    classes_href: str = ""  # its class list (issue 15)
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +293,8 @@ class UnitChange:
     cosine: str
     a: SpriteView | None
     b: SpriteView | None
+    unit_b: int = -1  # B's unit compared with ``unit`` (itself, or its match by correlation)
+    match_r: str = ""  # Pearson r of the pair ("" without per-image activations)
 
 
 @dataclass(frozen=True, slots=True)
@@ -620,11 +625,26 @@ class _Planner:
                 self._evolution_pages(net)
         for ds_name, ns in compares.items():
             self._compare_page(datasets[ds_name], [last[n.name] for n in ns])
+        self.datasets = datasets
+        self.class_lists = self._class_pages(datasets, [last[n.name] for n in nets if n.name in last])
         diff_links = tuple(self._diff_page(name, d) for name, d in diffs.items())
         self._index_page(build, datasets, nets, compares, diff_links)
         # GitHub Pages answers any missing URL, at any depth, with /404.html (templates/404.html).
         self._page("404.html", "404.html", "Page not found", [], False)
         return SitePlan(pages=tuple(self.pages), files=dict(self.files))
+
+    def _class_pages(self, datasets: Mapping[str, _Dataset], last: Sequence[_Checkpoint]) -> dict[str, str]:
+        """Issue 15: one page per class (sitegen.render.classes); dataset -> its class list."""
+        from sitegen.render.classes import ClassHooks, plan_class_pages
+
+        hooks = ClassHooks(
+            image=self._image,
+            sprite_layout=self._sprite_layout,
+            sprite_path=lambda ck, layer, u: self.store.sprite_path(ck.net.name, ck.name, layer, u),
+            add_file=self.files.__setitem__,
+            page=self._page,
+        )
+        return plan_class_pages(datasets, last, hooks)
 
     @staticmethod
     def _atlas(net: NetworkRecord) -> list[CheckpointRef]:
@@ -665,7 +685,11 @@ class _Planner:
             raise RenderError(f"{path}: unreadable ({e}); rerun `sitegen build`") from None
         if len(labels) != rec.n_probe:
             raise RenderError(f"{path}: {len(labels)} labels but dataset.json says n_probe={rec.n_probe}")
-        chips = tuple(Chip(i, c, charts.class_color(i)) for i, c in enumerate(rec.class_names))
+        from sitegen.render.classes import class_paths  # issue 15: every chip links its class page
+
+        hrefs = class_paths(slug(name), rec.class_names)
+        colors = [charts.class_color(i) for i in range(len(hrefs))]
+        chips = tuple(Chip(i, *ch) for i, ch in enumerate(zip(rec.class_names, colors, hrefs, strict=True)))
         return _Dataset(rec=rec, slug=slug(name), labels=labels.tolist(), chips=chips)
 
     def _checkpoint(self, net: NetworkRecord, name: str, base: str) -> _Checkpoint:
@@ -1042,6 +1066,14 @@ class _Planner:
         lslug = ck.layer_slugs[layer]
         folder = f"{ck.base}{lslug}/"
         sprite = self._sprite_layout(ck, layer, units)
+        peer = PeerFinder(  # other units named on this layer's unit pages (similar units, issue 15)
+            base=ck.base,
+            layer_slugs=ck.layer_slugs,
+            manifest=m,
+            layout=lambda name: self._sprite_layout(ck, name, m.shown_units.get(name, [])),
+            image=lambda i, px: self._image(ds, i, px),
+            cell=panel_cell(_sprite_cells),
+        )
         n_pages = max(1, math.ceil(len(units) / UNITS_PER_PAGE))
         page_paths = [
             f"{folder}index.html" if p == 0 else f"{folder}page-{p + 1}.html" for p in range(n_pages)
@@ -1123,7 +1155,7 @@ class _Planner:
                 position=f"{pos + 1} of {len(units)}",
                 rf=f"{rec.rf_size} px",
                 layer_href=page_paths[pos // UNITS_PER_PAGE],
-                sections=ck.sections.unit(UnitPage(layer, u, folder)) if ck.sections else (),
+                sections=ck.sections.unit(UnitPage(layer, u, folder, peer, ds.chips)) if ck.sections else (),
                 recon_note=_recon_note(sprite.panels if sprite else (), ds.rec.grayscale),
                 overlay=sprite is not None and "patches" in sprite.panels and len(sprite.panels) > 1,
             )
@@ -1292,6 +1324,9 @@ class _Planner:
             accuracy=acc,
             training=training,
             preference=pref,
+            cka=similarity.compare_cka(
+                read_cka(self.store, ds.rec.name), [f"{c.net.name}@{c.name}" for c in cks]
+            ),
         )
 
     def _index_page(
@@ -1326,7 +1361,7 @@ class _Planner:
                 Fact("source", r.source),
                 Fact("fingerprint", r.fingerprint[:12]),
             )
-            cards.append(DatasetCard(r.name, facts, picks))
+            cards.append(DatasetCard(r.name, facts, picks, self.class_lists.get(r.name, "")))
         net_cards = []
         for net in nets:
             atlas = self._atlas(net)
@@ -1440,7 +1475,12 @@ class _Planner:
     def _diff_page(self, name: str, d: StoreDiff) -> Link:
         path = f"diff/{name}/index.html"
         k = d.top_k
-        chips = tuple(Chip(i, c, charts.class_color(i)) for i, c in enumerate(d.class_names))
+        own = self.datasets.get(d.dataset)  # this site's dataset: chips link its class pages
+        chips = (
+            own.chips
+            if own is not None and list(own.rec.class_names) == list(d.class_names)
+            else tuple(Chip(i, c, charts.class_color(i)) for i, c in enumerate(d.class_names))
+        )
         sides = (self._diff_side("a", d.a), self._diff_side("b", d.b))
         # One network: its checkpoints name the sides; across networks, the full refs do.
         labels = [s.side.checkpoint if d.a.network == d.b.network else s.side.ref for s in sides]
@@ -1478,6 +1518,7 @@ class _Planner:
             most, least, note = self._changed_units(name, d, i, sides, layer_slugs[lay.name], chips)
             sections.append(DiffSection(row, most, least, note, lay.cosine is not None))
 
+        matching = similarity.diff_matching(d)  # issue 15: units matched by index or by correlation
         overview = Figure(
             "fig-diff-overlap",
             charts.diff_overlap(
@@ -1498,6 +1539,7 @@ class _Planner:
             Fact("accuracy change", _signed(100 * d.accuracy_change)),
             Fact("mean overlap", f"{d.mean_overlap:.2f} of {k}"),
             Fact("filter weights", "compared (cosine)" if d.has_weights else "not stored: no cosine"),
+            Fact(matching.label, matching.value),
         )
         side_links = tuple(
             Link(f"{s.base}index.html" if s.base else "", s.side.ref, note=s.note) for s in sides
@@ -1520,6 +1562,8 @@ class _Planner:
             layers=tuple(sections),
             overview=overview,
             preferences=tuple(prefs),
+            matching=matching,
+            cka=similarity.diff_cka(d, labels),
         )
         return Link(
             path,
@@ -1558,6 +1602,8 @@ class _Planner:
         units with pages (sprites) in both checkpoints."""
         lay = d.layers[index]
         shown = [set(s.manifest.shown_units.get(lay.name, [])) for s in sides if s.manifest is not None]
+        if lay.match is not None and len(shown) == 2:  # units matched by correlation: B's partner of u
+            shown[1] = {u for u in range(lay.units) if lay.b_unit(u) in shown[1]}
         pool = set.intersection(*shown) if shown else set(range(lay.units))
         cand = sorted(u for u in pool if 0 <= u < lay.units)
         if not cand:
@@ -1583,7 +1629,9 @@ class _Planner:
                 dominant_changed=da[u] != db[u],
                 cosine="–" if math.isnan(c) else f"{c:.3f}",
                 a=self._diff_sprite(name, sides[0], lay.name, lslug, u, d.top_k),
-                b=self._diff_sprite(name, sides[1], lay.name, lslug, u, d.top_k),
+                b=self._diff_sprite(name, sides[1], lay.name, lslug, lay.b_unit(u), d.top_k),
+                unit_b=lay.b_unit(u),
+                match_r="" if lay.match_r is None or math.isnan(lay.match_r[u]) else f"{lay.match_r[u]:.2f}",
             )
 
         return tuple(change(u) for u in most), tuple(change(u) for u in least), ""

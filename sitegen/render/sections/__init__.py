@@ -15,6 +15,7 @@ per checkpoint by :class:`CheckpointSections`. Pages include ``s.template`` for 
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -25,7 +26,7 @@ import numpy as np
 from sitegen.analyses.registry import REGISTRY
 from sitegen.errors import RenderError, StoreError
 from sitegen.render._models import Chip, Img
-from sitegen.store import Store
+from sitegen.store import Store, codecs
 from sitegen.store.formats import AnalysisDoc
 
 __all__ = ["CheckpointSections", "Files", "LayerPage", "NetworkPage", "Section", "UnitPage"]
@@ -72,6 +73,9 @@ class UnitPage:
     layer: str
     unit: int
     folder: str
+    # (layer, unit, rank-1 probe image) -> that unit's page and thumbnail (render/peers.py); None in tests
+    peer: Callable[[str, int, int], Any] | None = None
+    chips: Sequence[Chip] = ()  # class chips, by class index (the effect section names classes)
 
 
 class Files:
@@ -82,6 +86,7 @@ class Files:
         self.base = base  # site folder of the checkpoint's pages
         self.kind = kind
         self._add = add_file
+        self._arrays: dict[str, dict[str, np.ndarray]] = {}
 
     def file(self, rel: str, site_path: str) -> str:
         """Take ``rel`` (relative to the checkpoint folder) into the site as ``site_path``."""
@@ -95,6 +100,23 @@ class Files:
             raise RenderError(f"{src}: missing; the store is incomplete, rerun `sitegen build`")
         self._add(site_path, src)
         return site_path
+
+    def arrays(self, rel: str) -> dict[str, np.ndarray]:
+        """The arrays of an npz file of the checkpoint folder, read once per checkpoint (not copied)."""
+        if rel not in self._arrays:
+            p = PurePosixPath(rel)
+            if p.is_absolute() or ".." in p.parts:
+                raise RenderError(
+                    f"{self.dir / (self.kind + '.json')}: file {rel!r} leaves the checkpoint folder"
+                )
+            src = self.dir / p
+            if not src.is_file():
+                raise RenderError(f"{src}: missing; the store is incomplete, rerun `sitegen build`")
+            try:
+                self._arrays[rel] = codecs.read_npz(src)
+            except (OSError, ValueError, zipfile.BadZipFile) as e:
+                raise RenderError(f"{src}: unreadable ({e}); rerun `sitegen build`") from None
+        return self._arrays[rel]
 
 
 class CheckpointSections:
