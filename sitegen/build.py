@@ -34,6 +34,7 @@ from sitegen.analyses.patches import extract_patches, sprite
 from sitegen.analyses.reconstruct import reconstruct_topk
 from sitegen.analyses.registry import Context, check_layers
 from sitegen.analyses.weights import unit_weights
+from sitegen.compare import write_compares
 from sitegen.data import (
     DataBundle,
     build_data,
@@ -145,6 +146,9 @@ def build(spec: Spec, *, progress: Progress | None = None, render: bool = True) 
 
     if not lead:
         return BuildResult(store.root, None, time.perf_counter() - t0, computed, cached)
+    t = time.perf_counter()
+    write_compares(store, list(spec.networks))  # cross-network CKA (issue 15): needs every entry
+    timings["compare"] = time.perf_counter() - t
     t = time.perf_counter()
     diffs = _build_diffs(spec, store)
     timings["diffs"] = time.perf_counter() - t

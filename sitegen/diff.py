@@ -23,6 +23,19 @@ histograms ``<layer>/weighted`` normalized to sum 1; an all-zero histogram count
 uses base-2 logarithms and is the square root of the divergence, so it lies in [0, 1] (L1 in [0, 2]).
 The top/bottom classes are the ``n = min(5, C // 2)`` (at least 1) highest/lowest of the weighted
 histogram, ties by class index, as on the layer pages.
+
+Issue 15, item 6, from both sides' per-image activations (``activations.npy``; skipped without them):
+
+- **unit matching**: checkpoints of one training run (same network, same store) compare unit ``u``
+  with unit ``u``; two different runs or networks have no index correspondence, so each layer's units
+  are matched one-to-one by the Hungarian assignment maximizing the summed Pearson correlation of
+  per-image maxima (:func:`sitegen.analyses.similarity.match_units`; Li et al. 2016), and every
+  per-unit measure compares A's unit ``u`` with B's unit ``match[u]`` (filter cosine is left out:
+  the filters' input channels are matched differently). Either way each layer records the
+  correlation of the compared pairs and, for one run, the share of units whose best match is
+  themselves (the identity-match rate).
+- **linear CKA** (Kornblith et al. 2019) of every layer of A with every layer of B, on the per-image
+  maxima (:func:`sitegen.compare.cka_between`).
 """
 
 from __future__ import annotations
@@ -37,6 +50,8 @@ from pathlib import Path
 import numpy as np
 
 from sitegen import __version__
+from sitegen.analyses.similarity import assignment, correlation_matrix
+from sitegen.compare import StoredActivations, cka_between, stored_activations
 from sitegen.errors import DiffError, StoreError
 from sitegen.store import Store, codecs
 from sitegen.store.manifest import FORMAT, CheckpointManifest, DiffRef, NetworkRecord
@@ -59,11 +74,15 @@ __all__ = [
     "preference_distances",
     "top_bottom",
     "filter_cosine",
+    "same_run",
+    "DIFF_FORMAT",
 ]
 
 _CHUNK = 2048  # units per vectorized block: [chunk, k, k] booleans stay small for any k
 RBO_P = 0.9  # RBO persistence: the expected depth a reader looks at is 1 / (1 - p) = 10 ranks
 _NAME = re.compile(r"[A-Za-z0-9_.@-]+")
+#: diff.json format: 2 added unit matching and CKA (issue 15); format 1 diffs are read as index-matched.
+DIFF_FORMAT = 2
 
 
 # --- hand-offs --------------------------------------------------------------------------------------
@@ -108,6 +127,19 @@ class LayerDiff:
     top_b: tuple[int, ...]
     bottom_a: tuple[int, ...]
     bottom_b: tuple[int, ...]
+    match: np.ndarray | None = None  # int64 [U]: B's unit compared with A's unit u (None: u itself)
+    match_r: np.ndarray | None = None  # float64 [U]: Pearson r of the compared pair (NaN: undefined)
+    identity: float | None = None  # one run: share of units whose Hungarian match is themselves
+
+    def b_unit(self, u: int) -> int:
+        """B's unit compared with A's unit ``u``."""
+        return int(self.match[u]) if self.match is not None else u
+
+    @property
+    def mean_match_r(self) -> float | None:
+        if self.match_r is None or not np.isfinite(self.match_r).any():
+            return None
+        return float(np.nanmean(self.match_r))
 
     @property
     def units(self) -> int:
@@ -167,6 +199,9 @@ class StoreDiff:
     accuracy_b: float
     layers: tuple[LayerDiff, ...]
     created: str = ""
+    matching: str = "index"  # "index" (one run) | "hungarian" (units matched by correlation)
+    cka: np.ndarray | None = None  # float64 [layers, layers]: A's layers (rows) x B's (NaN: undefined)
+    images: int = 0  # probe images the activation measures ran over (0: none)
 
     @property
     def accuracy_change(self) -> float:
@@ -361,6 +396,7 @@ class _Loaded:
     classes: dict[str, np.ndarray]
     weights: dict[str, np.ndarray] | None
     layers: tuple[tuple[str, int], ...]
+    acts: StoredActivations | None
 
 
 def _networks_in(store: Store) -> list[str]:
@@ -406,6 +442,7 @@ def _load(side: DiffSide) -> _Loaded:
         classes=store.read_arrays(side.network, side.checkpoint, "classes"),
         weights=codecs.read_npz(weights_path) if weights_path.is_file() else None,
         layers=tuple((name, units[name]) for name in m.layers),
+        acts=stored_activations(store.checkpoint_dir(side.network, side.checkpoint)),
     )
 
 
@@ -491,11 +528,17 @@ def diff_stores(a: DiffSide, b: DiffSide) -> StoreDiff:
     la, lb = _load(a), _load(b)
     _check_comparable(la, lb)
     k, n_cls = la.manifest.top_k, len(la.class_names)
+    acts = la.acts is not None and lb.acts is not None and la.acts.images == lb.acts.images
+    hungarian = acts and not same_run(a, b)
     layers = []
     for name, units in la.layers:
         img_a = _array(la.mined, f"{name}/images", a, "mined.npz", (units, k))
         img_b = _array(lb.mined, f"{name}/images", b, "mined.npz", (units, k))
         wa, wb = _classes(la, name, "weighted", (n_cls,)), _classes(lb, name, "weighted", (n_cls,))
+        match, match_r, identity = _matching(la, lb, name, hungarian) if acts else (None, None, None)
+        pick = match if hungarian else None  # B's unit compared with each of A's
+        if pick is not None:
+            img_b = img_b[pick]
         l1, js = preference_distances(wa, wb)
         top_a, bottom_a = top_bottom(wa)
         top_b, bottom_b = top_bottom(wb)
@@ -505,10 +548,10 @@ def diff_stores(a: DiffSide, b: DiffSide) -> StoreDiff:
                 overlap=topk_overlap(img_a, img_b),
                 rbo=rank_biased_overlap(img_a, img_b),
                 purity_a=_classes(la, name, "purity", (units,)).astype(np.float32),
-                purity_b=_classes(lb, name, "purity", (units,)).astype(np.float32),
+                purity_b=_picked(_classes(lb, name, "purity", (units,)), pick).astype(np.float32),
                 dominant_a=_classes(la, name, "dominant", (units,)).astype(np.int64),
-                dominant_b=_classes(lb, name, "dominant", (units,)).astype(np.int64),
-                cosine=_cosine(la, lb, name, units),
+                dominant_b=_picked(_classes(lb, name, "dominant", (units,)), pick).astype(np.int64),
+                cosine=None if hungarian else _cosine(la, lb, name, units),
                 weighted_a=np.asarray(wa, np.float64),
                 weighted_b=np.asarray(wb, np.float64),
                 l1=l1,
@@ -517,8 +560,12 @@ def diff_stores(a: DiffSide, b: DiffSide) -> StoreDiff:
                 top_b=top_b,
                 bottom_a=bottom_a,
                 bottom_b=bottom_b,
+                match=pick,
+                match_r=match_r,
+                identity=identity,
             )
         )
+    names = [name for name, _ in la.layers]
     return StoreDiff(
         a=a,
         b=b,
@@ -530,7 +577,38 @@ def diff_stores(a: DiffSide, b: DiffSide) -> StoreDiff:
         accuracy_b=float(lb.manifest.accuracy),
         layers=tuple(layers),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        matching="hungarian" if hungarian else "index",
+        cka=cka_between(la.acts, names, lb.acts, names) if acts else None,
+        images=la.acts.images if acts and la.acts is not None else 0,
     )
+
+
+def same_run(a: DiffSide, b: DiffSide) -> bool:
+    """Checkpoints of one training run (same network in the same store): unit indices correspond."""
+    return a.network == b.network and Path(a.store_root).resolve() == Path(b.store_root).resolve()
+
+
+def _picked(values: np.ndarray, pick: np.ndarray | None) -> np.ndarray:
+    return values if pick is None else values[pick]
+
+
+def _matching(
+    la: _Loaded, lb: _Loaded, layer: str, hungarian: bool
+) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """Hungarian match of a layer's units by correlation (module docstring): ``(match, r, identity)``.
+
+    With ``hungarian`` the compared pairs are the matched ones and ``identity`` is None; otherwise (one
+    run) the pairs are (u, u), their r is returned, and ``identity`` is the share of units matched to
+    themselves.
+    """
+    assert la.acts is not None and lb.acts is not None
+    r, ca, cb = correlation_matrix(la.acts.layer(layer), lb.acts.layer(layer))
+    match, match_r, _ = assignment(r, ca, cb)
+    if hungarian:
+        return match, match_r, None
+    u = np.arange(len(match))
+    diag = np.where(~ca & ~cb, r[u, u].astype(np.float64), np.nan)
+    return match, diag, float((match == u).mean()) if len(u) else None
 
 
 def diff_name(a: DiffSide, b: DiffSide) -> str:
@@ -589,9 +667,15 @@ def write_diff(store: Store, name: str, diff: StoreDiff) -> None:
         }
         if lay.cosine is not None:
             arrays[f"{lay.name}/cosine"] = lay.cosine.astype(np.float64)
+        if lay.match is not None:
+            arrays[f"{lay.name}/match"] = lay.match.astype(np.int64)
+        if lay.match_r is not None:
+            arrays[f"{lay.name}/match_r"] = lay.match_r.astype(np.float64)
+    if diff.cka is not None:
+        arrays["cka"] = diff.cka.astype(np.float64)
     codecs.write_npz(folder / "diff.npz", arrays)
     doc = {
-        "format": FORMAT,
+        "format": DIFF_FORMAT,
         "name": name,
         "created": diff.created,
         "sitegen_version": __version__,
@@ -603,6 +687,9 @@ def write_diff(store: Store, name: str, diff: StoreDiff) -> None:
         "top_k": diff.top_k,
         "accuracy": {"a": diff.accuracy_a, "b": diff.accuracy_b, "change": diff.accuracy_change},
         "weights": diff.has_weights,
+        "matching": diff.matching,
+        "cka": diff.cka is not None,
+        "images": diff.images,
         "layers": [
             {
                 "name": lay.name,
@@ -615,6 +702,8 @@ def write_diff(store: Store, name: str, diff: StoreDiff) -> None:
                 "mean_purity_change": lay.mean_purity_change,
                 "dominant_changed": lay.dominant_changed,
                 "mean_cosine": lay.mean_cosine,
+                "mean_match_r": lay.mean_match_r,
+                "identity": lay.identity,
                 "top": {"a": lay.top_a, "b": lay.top_b, "entered": lay.entered_top, "left": lay.left_top},
                 "bottom": {
                     "a": lay.bottom_a,
@@ -648,8 +737,9 @@ def read_diff(store: Store, name: str) -> StoreDiff:
     except (OSError, ValueError) as e:
         raise StoreError(f"{folder}: unreadable diff ({e}); {hint}") from None
     fmt = doc.get("format") if isinstance(doc, dict) else None
-    if fmt != FORMAT:
-        raise StoreError(f"{path}: diff format {fmt!r}, this sitegen reads format {FORMAT}; {hint}")
+    if fmt not in (FORMAT, DIFF_FORMAT):  # format 1: index-matched, no CKA (the keys below are absent)
+        reads = f"this sitegen reads formats 1 and {DIFF_FORMAT}"
+        raise StoreError(f"{path}: diff format {fmt!r}, {reads}; {hint}")
 
     def side(d: dict) -> DiffSide:
         rel = str(d["store"])
@@ -678,8 +768,19 @@ def read_diff(store: Store, name: str) -> StoreDiff:
                     top_b=tuple(lay["top"]["b"]),
                     bottom_a=tuple(lay["bottom"]["a"]),
                     bottom_b=tuple(lay["bottom"]["b"]),
+                    match=arrays.get(f"{n}/match"),
+                    match_r=arrays.get(f"{n}/match_r"),
+                    identity=None if lay.get("identity") is None else float(lay["identity"]),
                 )
             )
+        matching = str(doc.get("matching", "index"))
+        if matching not in ("index", "hungarian"):
+            raise ValueError(f"matching {matching!r}")
+        if matching == "hungarian" and any(lay.match is None for lay in layers):
+            raise KeyError("<layer>/match")
+        cka = arrays.get("cka") if doc.get("cka") else None
+        if doc.get("cka") and (cka is None or cka.shape != (len(layers), len(layers))):
+            raise KeyError("cka")
         return StoreDiff(
             a=side(doc["a"]),
             b=side(doc["b"]),
@@ -691,6 +792,9 @@ def read_diff(store: Store, name: str) -> StoreDiff:
             accuracy_b=float(doc["accuracy"]["b"]),
             layers=tuple(layers),
             created=str(doc.get("created", "")),
+            matching=matching,
+            cka=cka,
+            images=int(doc.get("images", 0)),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise StoreError(f"{folder}: malformed diff ({type(e).__name__}: {e}); {hint}") from None

@@ -215,7 +215,7 @@ def test_write_read_round_trip(store: Path, tmp_path: Path) -> None:
     folder = target.root / "diffs" / NAME
     assert sorted(p.name for p in folder.iterdir()) == ["diff.json", "diff.npz"]  # no temp files
     doc = codecs.read_json(folder / "diff.json")
-    assert doc["format"] == 1 and doc["weights"] is True and doc["top_k"] == K
+    assert doc["format"] == 2 and doc["matching"] == "index" and doc["weights"] is True and doc["top_k"] == K
     # The sides live in another store: recorded relative to this one, resolved back on reading.
     assert doc["a"]["store"] != "." and not doc["a"]["store"].startswith("/")
     assert doc["layers"][3]["top"] == {"a": [0, 1, 2], "b": [0, 1, 4], "entered": [4], "left": [2]}

@@ -1104,6 +1104,54 @@ def density_histogram(density: Sequence[float], *, rare: float, height: int = 26
 # --- text alternatives (issue 14: charts need an accessible name and a text alternative) ------------
 
 
+def cka_heatmap(
+    cka: Sequence[Sequence[float | None]],
+    layers_a: Sequence[str],
+    layers_b: Sequence[str],
+    name_a: str,
+    name_b: str,
+    *,
+    height: int = 420,
+) -> Chart:
+    """Linear CKA (Kornblith et al. 2019) of every layer of A (rows, first at the top) with every layer of
+    B (columns), 0..1 on a fixed colour bar; undefined cells (a constant layer) stay blank."""
+    z = [[None if v is None else round(float(v), 3) for v in row] for row in cka]
+    text = [["" if v is None else f"{v:.2f}" for v in row] for row in z]
+    trace: dict[str, Any] = {
+        "type": "heatmap",
+        "z": z,
+        "x": [plotly_text(n) for n in layers_b],
+        "y": [plotly_text(n) for n in layers_a],
+        "zmin": 0,
+        "zmax": 1,
+        "colorscale": [[0, "#ffffff"], [0.25, "#dce6fb"], [0.6, "#6d8fe3"], [1, "#17307a"]],
+        "colorbar": {"title": {"text": "CKA"}, "thickness": 12, "tickvals": [0, 0.5, 1]},
+        "xgap": 1,
+        "ygap": 1,
+        "hovertemplate": f"{plotly_text(name_a)} <b>%{{y}}</b><br>{plotly_text(name_b)} <b>%{{x}}</b>"
+        "<br>CKA %{z:.3f}<extra></extra>",
+    }
+    if len(layers_a) * len(layers_b) <= 144:  # values in the cells while they fit
+        trace |= {"text": text, "texttemplate": "%{text}", "textfont": {"size": 12}}
+    return {
+        "data": [trace],
+        "layout": _layout(
+            height,
+            xaxis={
+                "type": "category",
+                "title": {"text": f"layer of {plotly_text(name_b)}"},
+                "tickangle": -45,
+            },
+            yaxis={
+                "type": "category",
+                "title": {"text": f"layer of {plotly_text(name_a)}"},
+                "autorange": "reversed",
+            },
+            margin={"l": 72, "r": 8, "t": 8, "b": 64},
+        ),
+    }
+
+
 def _plain(text: Any) -> str:
     """A Plotly string as plain text: entities decoded, tags dropped (the template escapes it again)."""
     import html

@@ -1,0 +1,165 @@
+"""Similar units, linear CKA and Hungarian matching (issue 15, item 6): known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sitegen.analyses import similarity
+from sitegen.analyses.similarity import cka_matrix, linear_cka, match_units, top_correlated
+
+
+def _orthogonal(p: int, rng: np.random.Generator) -> np.ndarray:
+    q, r = np.linalg.qr(rng.normal(size=(p, p)))
+    return q * np.sign(np.diag(r))
+
+
+# --- CKA ------------------------------------------------------------------------------------------
+
+
+def test_cka_of_identical_features_is_one() -> None:
+    x = np.random.default_rng(0).normal(size=(40, 6))
+    assert linear_cka(x, x) == pytest.approx(1.0, abs=1e-12)
+    assert cka_matrix([x], [x])[0, 0] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_cka_of_orthogonal_features_is_zero() -> None:
+    rng = np.random.default_rng(1)
+    # centred columns, then Y's columns in the orthogonal complement of X's span: Xᵀ Y = 0
+    z = rng.normal(size=(30, 5))
+    z -= z.mean(0)
+    q, _ = np.linalg.qr(np.column_stack([np.ones(30), z]))
+    x, y = q[:, 1:3] * [2.0, 0.5], q[:, 3:6]
+    assert np.abs(x.T @ y).max() < 1e-12
+    assert linear_cka(x, y) == pytest.approx(0.0, abs=1e-12)
+    assert cka_matrix([x], [y])[0, 0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_cka_is_invariant_to_orthogonal_transforms_and_isotropic_scaling() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(50, 7))
+    y = x[:, :4] @ rng.normal(size=(4, 5)) + 0.3 * rng.normal(size=(50, 5))
+    base = linear_cka(x, y)
+    assert 0.05 < base < 0.95
+    assert linear_cka(3.0 * x @ _orthogonal(7, rng), y) == pytest.approx(base, rel=1e-12)
+    assert linear_cka(x, 0.2 * y @ _orthogonal(5, rng) + 4.0) == pytest.approx(base, rel=1e-12)
+
+
+def test_cka_direct_formula_by_hand() -> None:
+    x = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
+    y = np.array([[1.0], [0.0], [1.0], [0.0]])  # equals x's first column
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    # ||Y^T X||^2 = (1, 0)^2 = 1; ||X^T X|| = ||I|| = sqrt(2); ||Y^T Y|| = 1
+    assert np.allclose(xc.T @ xc, np.eye(2)) and np.allclose(yc.T @ yc, [[1.0]])
+    assert linear_cka(x, y) == pytest.approx(1 / np.sqrt(2), abs=1e-15)
+
+
+@pytest.mark.parametrize("widths", [(3, 5), (12, 5), (12, 30), (30, 30)])
+def test_cka_matrix_gram_and_feature_routes_equal_the_direct_formula(widths: tuple[int, int]) -> None:
+    """N = 10 images: widths over 10 take the Gram route, the others the feature route; float64."""
+    rng = np.random.default_rng(sum(widths))
+    n = 10
+    a = [rng.normal(size=(n, widths[0])), rng.random((n, widths[1])).astype(np.float16)]
+    b = [rng.normal(size=(n, widths[1])) ** 2, a[0] @ rng.normal(size=(widths[0], widths[0]))]
+    got = cka_matrix(a, b)
+    want = np.array([[linear_cka(x, y) for y in b] for x in a])
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    same = cka_matrix(a, a)
+    np.testing.assert_allclose(np.diag(same), 1.0, atol=1e-12)
+    np.testing.assert_allclose(same, same.T, atol=1e-12)
+
+
+def test_cka_of_a_constant_layer_is_undefined() -> None:
+    x = np.random.default_rng(3).normal(size=(20, 4))
+    assert np.isnan(cka_matrix([x], [np.ones((20, 3))])[0, 0])
+    assert np.isnan(linear_cka(x, np.full((20, 30), 2.0)))
+
+
+def test_cka_blocks_equal_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(4)
+    a = [rng.normal(size=(9, 4)), rng.normal(size=(9, 20))]
+    whole = cka_matrix(a, a[::-1])
+    monkeypatch.setattr(similarity, "_BLOCK", 9 * 3)  # 3 columns per block
+    np.testing.assert_allclose(cka_matrix(a, a[::-1]), whole, rtol=1e-12)
+
+
+# --- correlation top-k ------------------------------------------------------------------------------
+
+
+def _corr_topk(x: np.ndarray, rows: list[int], y: np.ndarray, k: int, same: bool) -> list[list[int]]:
+    ua = x.shape[1]
+    c = np.corrcoef(np.column_stack([x, y]).T.astype(np.float64))[:ua, ua:]
+    out = []
+    for u in rows:
+        r = c[u].copy()
+        if same:
+            r[u] = -np.inf
+        out.append(sorted(range(len(r)), key=lambda j: (-r[j], j))[:k])
+    return out
+
+
+@pytest.mark.parametrize("block", [None, 2])
+def test_top_correlated_matches_np_corrcoef(block: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=(200, 3))
+    x = np.column_stack([base @ rng.normal(size=(3, 9)) + 0.5 * rng.normal(size=(200, 9))]).astype(np.float16)
+    y = np.column_stack(
+        [x[:, :4].astype(np.float64) * 2 + rng.normal(size=(200, 4)), rng.normal(size=(200, 7))]
+    )
+    if block:
+        monkeypatch.setattr(similarity, "_BLOCK", 200 * block)
+    rows = [0, 3, 8]
+    units, r = top_correlated(x, rows, x, 4, same=True)
+    assert units.tolist() == _corr_topk(x, rows, x, 4, True)
+    c = np.corrcoef(x.astype(np.float64).T)
+    np.testing.assert_allclose(r, c[np.array(rows)[:, None], units], atol=1e-5)  # float32 products
+    nu, nr = top_correlated(x, rows, y, 5, same=False)
+    assert nu.tolist() == _corr_topk(x, rows, y, 5, False)
+    assert np.all(np.diff(nr, axis=1) <= 0)
+
+
+def test_constant_columns_are_excluded_and_constant_rows_get_no_list() -> None:
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(50, 5))
+    x[:, 2] = 0.0  # dead
+    x[:, 4] = 1.5  # constant
+    units, r = top_correlated(x, [0, 2], x, 4, same=True)
+    assert set(units[0].tolist()) == {1, 3, -1} and units[0, -1] == -1 and np.isnan(r[0, -1])
+    assert (units[1] == -1).all() and np.isnan(r[1]).all()
+    assert similarity.column_stats(x).constant.tolist() == [False, False, True, False, True]
+
+
+def test_top_correlated_finds_a_copied_unit_with_r_one() -> None:
+    rng = np.random.default_rng(7)
+    x = rng.random((30, 6)).astype(np.float16)
+    y = np.column_stack([rng.random((30, 2)), 3 * x[:, 4].astype(np.float64) + 1])
+    units, r = top_correlated(x, [4], y, 1, same=False)
+    assert units.tolist() == [[2]] and r[0, 0] == pytest.approx(1.0, abs=1e-6)
+
+
+# --- Hungarian matching ------------------------------------------------------------------------------
+
+
+def test_hungarian_recovers_a_permuted_noisy_copy_exactly() -> None:
+    rng = np.random.default_rng(8)
+    n, u = 300, 40
+    x = rng.gamma(2.0, size=(n, u)) * (rng.random((n, u)) < 0.7)
+    perm = rng.permutation(u)
+    y = x[:, perm] + 0.3 * rng.normal(size=(n, u))
+    match, r, defined = match_units(x.astype(np.float16), y.astype(np.float16))
+    # y's column j is x's column perm[j]: x's unit perm[j] must be matched to j
+    inverse = np.argsort(perm)
+    assert match.tolist() == inverse.tolist()
+    assert defined.all() and (r > 0.8).all()
+
+
+def test_hungarian_with_constant_units_still_gives_a_permutation() -> None:
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(80, 6))
+    x[:, 1] = 0.0
+    y = x[:, ::-1].copy()
+    match, r, defined = match_units(x, y)
+    assert sorted(match.tolist()) == list(range(6))
+    assert defined.tolist() == [True, False, True, True, True, True]
+    assert np.isnan(r[1]) and np.allclose(r[defined], 1.0, atol=1e-6)
+    assert [match[u] for u in (0, 2, 3, 4, 5)] == [5, 3, 2, 1, 0]
