@@ -225,6 +225,9 @@ def test_unit_query_opens_the_unit_from_a_sub_folder(browser: Browser, served: s
     assert rows[0]["kind"] == "unit" and rows[0]["note"].startswith("prefers ")
     box = page.locator("#search-input")
     assert box.get_attribute("aria-expanded") == "true"
+    assert box.get_attribute("role") == "combobox" and box.get_attribute("aria-controls") == "search-list"
+    assert "Enter opens" in page.text_content(f"#{box.get_attribute('aria-describedby')}")
+    assert page.locator("#search-list").get_attribute("role") == "listbox"
     with page.expect_navigation():
         page.keyboard.press("Enter")  # nothing chosen: the first row
     assert page.url == served + "tiny-alex/conv2/unit-0003.html"

@@ -113,20 +113,19 @@
   function unitNote(l, u) {
     var i = l.pos[u];
     var names = classesOf(l);
-    var note = l.output && names[u] ? "output of class " + names[u].name : "";
+    var parts = [l.output && names[u] ? "output of class " + names[u].name : ""];
     if (i !== undefined && names[l.dominant[i]]) {
-      note += (note ? " · " : "") + "prefers " + names[l.dominant[i]].name + " (" + l.purity[i] + "% of top images)";
+      parts.push("prefers " + names[l.dominant[i]].name + " (" + l.purity[i] + "% of top images)");
     }
-    if (l.dead && has(l.dead, u)) { note += " · dead"; }
-    else if (l.rare && has(l.rare, u)) { note += " · rarely firing"; }
-    return note;
+    parts.push(l.dead && has(l.dead, u) ? "dead" : l.rare && has(l.rare, u) ? "rarely firing" : "");
+    return parts.filter(Boolean).join(" · ");
   }
 
   function unitRow(l, u, score, note) {
     var shown = l.pos[u] !== undefined;
     return {
       kind: "unit", score: score, text: where(l) + "/" + u,
-      note: (note || unitNote(l, u)) + (shown ? "" : " · no page: its layer"),
+      note: [note || unitNote(l, u), shown ? "" : "no page: opens its layer"].filter(Boolean).join(" · "),
       href: shown ? unitHref(l, u) : l.href
     };
   }
@@ -137,7 +136,10 @@
     layersFor(q).forEach(function (l) {
       if (l.dead === null) { return; }
       any = true;
-      var list = (q.dead ? l.dead : []).concat(q.rare ? l.rare : []).sort(function (a, b) { return a - b; });
+      /* units with a page first, each group in unit order */
+      var list = (q.dead ? l.dead : []).concat(q.rare ? l.rare : []).sort(function (a, b) {
+        return (l.pos[a] === undefined) - (l.pos[b] === undefined) || a - b;
+      });
       if (!list.length) { return; }
       var what = which === "dead" ? "dead unit" : which === "rare" ? "rarely firing unit" : "dead or rarely firing unit";
       rows.push({ kind: "layer", score: 90, text: where(l), note: plural(list.length, what, what + "s"),
@@ -258,7 +260,7 @@
     } else if (q.units.length && (q.layers.length || q.nets.length || q.cks.length || q.text.length === q.units.length)) {
       layersFor(q).forEach(function (l) {
         q.units.forEach(function (u) {
-          if (l.pos[u] !== undefined) { rows.push(unitRow(l, u, q.layers.length ? 100 : 70)); }
+          if (l.pos[u] !== undefined) { rows.push(unitRow(l, u, q.layers.length ? 100 : 75)); }
           else if (q.layers.length) { rows.push({ kind: "layer", score: 50, text: where(l), note: "unit " + u + " has no page here", href: l.href }); }
         });
       });
@@ -359,7 +361,7 @@
     if (window.SITEGEN_SEARCH) { ix = prepare(window.SITEGEN_SEARCH); draw(); return; }
     state.loading = true;
     var script = document.createElement("script");
-    script.src = els.form.getAttribute("data-index");
+    script.src = els.root + "assets/search-index.js";
     script.charset = "utf-8";
     script.onload = function () {
       if (!window.SITEGEN_SEARCH) { status("The search index is empty."); return; }
@@ -387,13 +389,28 @@
     }
   }
 
+  function hidden(id, text) {
+    var s = span("sr-only", text);
+    s.id = id;
+    return s;
+  }
+
   function setup() {
     els.form = document.getElementById("site-search");
     if (!els.form) { return; }
     els.input = document.getElementById("search-input");
     els.list = document.getElementById("search-list");
-    els.status = document.getElementById("search-status");
     els.root = els.form.getAttribute("data-root") || "";
+    /* the box's description and live status (made here: a page without scripts has no use for them) */
+    els.status = hidden("search-status", "");
+    els.status.setAttribute("role", "status");
+    els.status.setAttribute("aria-live", "polite");
+    els.form.appendChild(hidden("search-help", "Units as conv3/17 or alexnet conv3 17, layers, networks, " +
+      "class names, or dead or rare units of a layer. Up and down arrows choose, Enter opens, Escape closes."));
+    els.form.appendChild(els.status);
+    els.input.setAttribute("aria-describedby", "search-help");
+    /* a phone shows the box beside the presentation toggle: the examples would be cut off */
+    if (window.matchMedia && window.matchMedia("(max-width: 720px)").matches) { els.input.placeholder = "Search the atlas"; }
     els.form.addEventListener("submit", function (e) { e.preventDefault(); });
     els.input.addEventListener("focus", function () { load(); if (els.input.value.trim()) { draw(); } });
     els.input.addEventListener("input", draw);
