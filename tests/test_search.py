@@ -291,6 +291,23 @@ def test_class_queries_show_names_as_text(browser: Browser, served: str) -> None
 
 
 @pytest.mark.browser
+def test_a_class_without_a_page_opens_its_dataset_card(browser: Browser, served: str, site: Path) -> None:  # noqa: F811
+    """The same index without class pages (set before the box's first focus, so search.js takes it)."""
+    ix = _read(site)
+    for d in ix["datasets"]:
+        d[2] = [""] * len(d[2])
+    page = browser.open(served + "tiny-vgg/conv1/unit-0002.html")
+    page.evaluate(f"ix => {{ window.{GLOBAL} = ix; }}", ix)
+    rows = _query(page, "circle")
+    assert (rows[0]["kind"], rows[0]["text"]) == ("class", "circle")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert page.url == served + "index.html#dataset-shapes"
+    assert page.locator("#dataset-shapes").count() == 1
+    assert not browser.errors, browser.errors
+
+
+@pytest.mark.browser
 def test_escape_closes_and_file_urls_load_the_index(browser: Browser, site: Path) -> None:  # noqa: F811
     """From file:// (where fetch() of JSON fails) the index still loads, as a script."""
     page = browser.open((site / "tiny-alex" / "fc6" / "unit-0002.html").as_uri())
