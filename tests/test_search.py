@@ -342,3 +342,35 @@ def test_open_list_fits_the_screen(browser: Browser, served: str, size: str) -> 
         page.screenshot(path=str(ARTIFACTS / f"search-{size}.png"))
     finally:
         browser.page.set_viewport_size({"width": 1400, "height": 900})
+
+
+# query -> its first row (kind, text); "class*" is "class" or "class page"
+FIRST_ROWS = {
+    "tiny-vgg": ("network", "tiny-vgg"),
+    "tiny-alex@epoch-1": ("checkpoint", "tiny-alex @ epoch-1"),
+    "epoch-1 conv2/3": ("unit", "tiny-alex @ epoch-1 conv2/3"),
+    "alex 3": ("unit", "tiny-alex conv1/3"),
+    "vgg/fc6/11": ("unit", "tiny-vgg fc6/11"),
+    "fc6 12": ("layer", "tiny-alex fc6"),  # fc6 unit 12 has no page: its layer says so
+    "conv": ("layer", "tiny-alex conv1"),
+    "squ": ("class*", "square"),
+    "diff alex": ("diff", "Diff · tiny-alex@epoch-1 → tiny-alex@epoch-2"),
+    "evolution conv2": ("layer", "tiny-alex conv2"),
+}
+
+
+@pytest.mark.browser
+def test_query_parsing(browser: Browser, served: str) -> None:  # noqa: F811
+    page = browser.open(served + "compare/shapes.html")
+    for query, (kind, text) in FIRST_ROWS.items():
+        rows = _query(page, query)
+        first = rows[0]["kind"]
+        if kind == "class*" and first in ("class", "class page"):
+            first = kind  # with or without class pages
+        assert (first, rows[0]["text"]) == (kind, text), (query, rows[:3])
+    notes = {r["text"]: r["note"] for r in _query(page, "fc6 12")}
+    assert notes["tiny-alex fc6"] == "unit 12 has no page here"
+    assert ("evolution", "tiny-alex · conv2 · feature evolution") in [
+        (r["kind"], r["text"]) for r in _query(page, "evolution conv2")
+    ]
+    assert not browser.errors, browser.errors

@@ -212,7 +212,8 @@
   }
 
   function nameRows(q, t, rows) {
-    var narrow = q.units.length || q.layers.length;  /* a unit or layer asked for: its network comes after */
+    /* a unit, layer or checkpoint asked for, or words left that name none: the network comes after */
+    var narrow = q.units.length || q.layers.length || q.cks.length || t;
     ix.nets.forEach(function (n, ni) {
       var hit = has(q.nets, n.lname) || (t && n.lname.indexOf(t) !== -1);
       if (!hit) { return; }
@@ -227,8 +228,10 @@
       });
     });
     ix.cks.forEach(function (c) {
-      if (has(q.cks, c.lname) || (t && c.lname.indexOf(t) !== -1 && !c.stable)) {
-        rows.push({ kind: "checkpoint", score: narrow ? 45 : 88, text: ix.nets[c.net].name + " @ " + c.name,
+      if (q.nets.length && !has(q.nets, ix.nets[c.net].lname)) { return; }
+      var named = has(q.cks, c.lname);
+      if (named || (t && c.lname.indexOf(t) !== -1 && !c.stable)) {
+        rows.push({ kind: "checkpoint", score: named && !q.units.length && !q.layers.length ? 92 : narrow ? 45 : 88, text: ix.nets[c.net].name + " @ " + c.name,
                     note: c.stable ? "the network's atlas (its last checkpoint)" : "atlas of an earlier checkpoint", href: c.href });
       }
     });
@@ -240,10 +243,11 @@
       }
     });
     if (t) {
-      var words = t.split(" ");
+      /* other pages by title: every word, and every name the query gave ("evolution conv2", "diff vgg") */
+      var words = t.split(" ").concat(q.nets, q.layers, q.cks);
       ix.pages.forEach(function (p) {
         if (words.every(function (w) { return p.ltitle.indexOf(w) !== -1; })) {
-          rows.push({ kind: p.kind, score: 55, text: p.title, note: "", href: p.href });
+          rows.push({ kind: p.kind, score: q.nets.length + q.layers.length ? 68 : 55, text: p.title, note: "", href: p.href });
         }
       });
     }
@@ -261,7 +265,7 @@
       layersFor(q).forEach(function (l) {
         q.units.forEach(function (u) {
           if (l.pos[u] !== undefined) { rows.push(unitRow(l, u, q.layers.length ? 100 : 75)); }
-          else if (q.layers.length) { rows.push({ kind: "layer", score: 50, text: where(l), note: "unit " + u + " has no page here", href: l.href }); }
+          else if (q.layers.length) { rows.push({ kind: "layer", score: 92, text: where(l), note: "unit " + u + " has no page here", href: l.href }); }
         });
       });
     }
@@ -272,6 +276,9 @@
       nameRows(q, q.units.length ? "" : t, rows);
       classRows(q, [words.join(" "), q.loose.join(" ")], rows);
     }
+    /* best first (ties in the order found); a target found twice keeps its best row */
+    rows.forEach(function (r, i) { r.order = i; });
+    rows.sort(function (a, b) { return b.score - a.score || a.order - b.order; });
     var seen = {};
     rows = rows.filter(function (r) {
       var key = r.href + "|" + r.text;
@@ -279,8 +286,6 @@
       seen[key] = 1;
       return true;
     });
-    rows.forEach(function (r, i) { r.order = i; });
-    rows.sort(function (a, b) { return b.score - a.score || a.order - b.order; });
     return { rows: rows, message: message };
   }
 
