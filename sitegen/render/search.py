@@ -101,33 +101,52 @@ def search_index(pages: Sequence[Page]) -> dict[str, Any]:
         'conv1'
     """
     datasets: dict[str, list[str]] = {}
-    for page in pages:
+    for page in pages:  # the index page's dataset cards list every class
         if page.template == "index.html":
             for card in page.context.get("datasets", ()):
                 datasets[card.name] = [p.chip.name for p in card.classes]
-    ds_index = {name: i for i, name in enumerate(datasets)}
     class_pages = {name: [""] * len(names) for name, names in datasets.items()}
+    nets, cks, ck_rows, others = _checkpoints(pages, list(datasets), class_pages)
+    return {
+        "format": FORMAT,
+        "datasets": [[name, names, class_pages[name]] for name, names in datasets.items()],
+        "nets": [[name, ds] for name, ds in nets.items()],
+        "cks": ck_rows,
+        "layers": _layers(pages, cks),
+        "pages": others,
+    }
+
+
+def _checkpoints(
+    pages: Sequence[Page], datasets: list[str], class_pages: dict[str, list[str]]
+) -> tuple[dict[str, int], dict[str, int], list[list[Any]], list[list[Any]]]:
+    """Networks (name -> dataset index), checkpoints (site folder -> row) and their rows from the
+    network pages; class pages into ``class_pages``; every other page but the index and 404."""
     nets: dict[str, int] = {}
-    net_rows: list[list[Any]] = []
-    cks: dict[str, int] = {}  # site folder of a checkpoint's pages -> index
+    cks: dict[str, int] = {}
     ck_rows: list[list[Any]] = []
-    layers: dict[str, _Layer] = {}  # layer folder -> layer
     others: list[list[Any]] = []
-    for page in pages:  # network pages first: layers and units refer to their checkpoints
+    for page in pages:
         ctx = page.context
         if page.template == "network.html":
             net = str(ctx["net"])
-            if net not in nets:
-                nets[net] = len(net_rows)
-                net_rows.append([net, ds_index.get(str(ctx.get("dataset", "")), -1)])
+            ds = str(ctx.get("dataset", ""))
+            nets.setdefault(net, datasets.index(ds) if ds in datasets else -1)
             cks[_folder(page.path)] = len(ck_rows)
-            ck_rows.append([nets[net], str(ctx["checkpoint"]), page.path, int(page.path.count("/") == 1)])
+            stable = page.path.count("/") == 1  # <net>/index.html, not <net>/@<checkpoint>/index.html
+            ck_rows.append([list(nets).index(net), str(ctx["checkpoint"]), page.path, int(stable)])
         elif page.template not in _OWN:
             cls = _class_page(page)
             if cls is not None and cls[0] in class_pages and cls[1] < len(class_pages[cls[0]]):
                 class_pages[cls[0]][cls[1]] = page.path  # listed with its class, not by title
                 continue
             others.append([page.template.removesuffix(".html"), str(ctx.get("title", "")), page.path])
+    return nets, cks, ck_rows, others
+
+
+def _layers(pages: Sequence[Page], cks: dict[str, int]) -> list[list[Any]]:
+    """Layer rows from the layer pages (every page's tiles, the first page's sections) and unit pages."""
+    layers: dict[str, _Layer] = {}  # layer folder -> layer
     for page in pages:
         ctx = page.context
         if page.template not in ("layer.html", "unit.html"):
@@ -145,30 +164,15 @@ def search_index(pages: Sequence[Page]) -> dict[str, Any]:
             lay.dead, lay.rare = _distribution(ctx.get("sections", ()))
         for t in ctx.get("tiles", ()):
             lay.units[int(t.unit)] = (int(t.chip.index), round(float(t.purity) * 100))
-    layer_rows = []
+    rows = []
     for lay in layers.values():
         order = sorted(lay.units)
-        layer_rows.append(
-            [
-                lay.ck,
-                lay.name,
-                lay.href,
-                _units(order),
-                [lay.units[u][0] for u in order],
-                [lay.units[u][1] for u in order],
-                lay.dead,
-                lay.rare,
-                int(lay.output),
-            ]
+        dominant = [lay.units[u][0] for u in order]
+        purity = [lay.units[u][1] for u in order]
+        rows.append(
+            [lay.ck, lay.name, lay.href, _units(order), dominant, purity, lay.dead, lay.rare, int(lay.output)]
         )
-    return {
-        "format": FORMAT,
-        "datasets": [[name, names, class_pages[name]] for name, names in datasets.items()],
-        "nets": net_rows,
-        "cks": ck_rows,
-        "layers": layer_rows,
-        "pages": others,
-    }
+    return rows
 
 
 def search_script(pages: Sequence[Page]) -> str:
