@@ -38,11 +38,15 @@
     raw.layers.forEach(function (l) {
       var units = typeof l[3] === "number" ? range(l[3]) : l[3];
       var pos = {};
-      units.forEach(function (u, i) { pos[u] = i; });
+      var byClass = {};  /* dominant class -> positions of its units (class queries scan no units) */
+      units.forEach(function (u, i) {
+        pos[u] = i;
+        (byClass[l[4][i]] = byClass[l[4][i]] || []).push(i);
+      });
       var ck = out.cks[l[0]];
       out.layers.push({
         ck: l[0], net: ck.net, name: l[1], lname: l[1].toLowerCase(), href: l[2],
-        folder: l[2].replace(/[^\/]*$/, ""), units: units, pos: pos, dominant: l[4], purity: l[5],
+        folder: l[2].replace(/[^\/]*$/, ""), units: units, pos: pos, byClass: byClass, dominant: l[4], purity: l[5],
         dead: l[6], rare: l[7], output: l[8] === 1
       });
     });
@@ -67,7 +71,7 @@
       q.loose.push(w);
       if (STOP[w]) { return; }
       /* "alexnet/conv3/17", "conv3#17", "alexnet@epoch-1": every piece must be a known name or a number */
-      var pieces = w.split(/[\/#:@]/).filter(function (p) { return p; });
+      var pieces = ix.names[w] ? [w] : w.split(/[\/#:@]/).filter(function (p) { return p; });  /* a name with "/" */
       var kinds = pieces.map(kindOf);
       if (pieces.length > 1 && kinds.indexOf("") !== -1) { kinds = [""]; pieces = [w]; }
       pieces.forEach(function (p, i) {
@@ -182,9 +186,8 @@
       var per = [];
       layers.forEach(function (l) {
         if (netOf(l).ds !== f.ds) { return; }
-        var mine = [];
-        l.dominant.forEach(function (k, i) { if (k === c.index) { mine.push(i); } });
-        if (mine.length) { per.push({ l: l, idx: mine }); }
+        var mine = l.byClass[c.index];
+        if (mine) { per.push({ l: l, idx: mine.slice() }); }
       });
       var total = per.reduce(function (n, p) { return n + p.idx.length; }, 0);
       rows.push({ kind: c.href ? "class page" : "class", score: f.score, text: c.name,
