@@ -59,6 +59,7 @@ __all__ = [
 KIND = "effect"
 Params = EffectSpec
 _LOC = ("analyses", "effect", "ablation", "layers")
+_CHECK = 32  # probe images that tell which layer feeds the classifier
 
 
 # --- the direct effect -------------------------------------------------------------------------------
@@ -185,13 +186,13 @@ def _forward_mean(model: nn.Module, head: nn.Linear, images: Tensor, batch: int)
     return (torch.stack(total).sum(0) / max(len(images), 1)).cpu().numpy()
 
 
-def _direct(ctx: Context, mined: Mined, p: EffectSpec, images: Tensor) -> Direct | None:
+def _direct(ctx: Context, mined: Mined, p: EffectSpec, images: _Images) -> Direct | None:
     model = ctx.loaded.module
     found = classifier(model)
-    if found is None or len(images) == 0:
+    if found is None or not images.picks:
         return None
     head_path, head = found
-    fed = feeding_layer(model, ctx.loaded.layers, head_path, images[: min(len(images), 32)])
+    fed = feeding_layer(model, ctx.loaded.layers, head_path, images.first(_CHECK))
     if fed is None:
         return None
     info, pooling = fed
@@ -202,12 +203,35 @@ def _direct(ctx: Context, mined: Mined, p: EffectSpec, images: Tensor) -> Direct
         mean, source, count = _stored_mean(acts, info.name), "activations", len(mined.labels)
     else:
         batch = max(1, p.ablation.batch_size)
-        mean, source, count = _forward_mean(model, head, images, batch), "forward", len(images)
+        mean, source = _forward_mean(model, head, images.all(), batch), "forward"
+        count = len(images.picks)
     weight = head.weight.detach().double().cpu().numpy()
     top, top_w, bottom, bottom_w, contribution = direct_effect(weight, mean, p.classes)
     return Direct(
         info.name, head_path, pooling, mean, count, source, top, top_w, bottom, bottom_w, contribution
     )
+
+
+class _Images:
+    """The probe subset, normalized on the device, loaded once and only as far as asked."""
+
+    def __init__(self, ctx: Context, picks: list[int]) -> None:
+        self.ctx, self.picks = ctx, picks
+        self._x: Tensor | None = None
+
+    def first(self, n: int) -> Tensor:
+        if self._x is not None:
+            return self._x[:n]
+        return self._load(self.picks[:n])
+
+    def all(self) -> Tensor:
+        if self._x is None:
+            self._x = self._load(self.picks)
+        return self._x
+
+    def _load(self, picks: list[int]) -> Tensor:
+        x, _ = self.ctx.batch(picks)
+        return self.ctx.loaded.normalize(x.to(self.ctx.device))
 
 
 # --- ablation ------------------------------------------------------------------------------------------
@@ -285,11 +309,7 @@ def run(ctx: Context, mined: Mined, params: Params) -> Result | None:
     model = ctx.loaded.module
     labels_all = np.asarray(ctx.labels, dtype=np.int64)
     picks = probe_picks(labels_all, params.ablation.images) if len(labels_all) else []
-    device = ctx.device
-    images = torch.empty(0)
-    if picks:
-        x, _ = ctx.batch(picks)
-        images = ctx.loaded.normalize(x.to(device))
+    images = _Images(ctx, picks)
     labels = labels_all[picks] if picks else np.zeros(0, np.int64)
     direct = _direct(ctx, mined, params, images)
     ablation: dict[str, Ablation] = {}
@@ -301,9 +321,8 @@ def run(ctx: Context, mined: Mined, params: Params) -> Result | None:
         def step(done: int, total: int, i: int = i) -> None:
             ctx.progress("effect", i * total + done, len(layers) * total)
 
-        ab = _ablate.ablate(
-            split, images, labels, units, batch_rows=params.ablation.batch_size, progress=step
-        )
+        rows = params.ablation.batch_size
+        ab = _ablate.ablate(split, images.all(), labels, units, batch_rows=rows, progress=step)
         ablation[info.name] = ablation_scores(ab, labels, len(ctx.class_names), units, params.classes)
     if direct is None and not ablation:
         return None

@@ -67,6 +67,12 @@
       fig.layout.height = base;
     }
     div.style.height = fig.layout.height + "px";
+    /* Heatmap values written in the cells (meta.cellText: CKA) are dropped where a cell is too narrow. */
+    fig.data.forEach(function (t) {
+      if (t.meta && t.meta.cellText && div.clientWidth / Math.max(1, (t.x || []).length) < 44) {
+        delete t.texttemplate;
+      }
+    });
     return fig;
   }
 
@@ -147,13 +153,16 @@
     "entropy": byScore("entropy", false),
     "entropy-desc": byScore("entropy", true),
     "density": byScore("density", true),
-    "density-asc": byScore("density", false)
+    "density-asc": byScore("density", false),
+    /* issue 15 (5): direct effect (max W x mean) or ablation logit drop */
+    "effect": byScore("effect", true)
   };
 
   var SCORE_TEXT = {
     "selectivity": function (v) { return isNaN(v) ? "sel –" : "sel " + v.toFixed(2); },
     "entropy": function (v) { return isNaN(v) ? "H –" : "H " + v.toFixed(2); },
-    "density": function (v) { return isNaN(v) ? "–" : (v * 100).toFixed(v < 0.1 ? 1 : 0) + "% fire"; }
+    "density": function (v) { return isNaN(v) ? "–" : (v * 100).toFixed(v < 0.1 ? 1 : 0) + "% fire"; },
+    "effect": function (v) { return isNaN(v) ? "eff –" : "eff " + v.toPrecision(3); }
   };
 
   function score(el, name) {
@@ -204,6 +213,7 @@
         selectivity: score(el, "selectivity"),
         entropy: score(el, "entropy"),
         density: score(el, "density"),
+        effect: score(el, "effect"),
         flag: el.getAttribute("data-flag") || ""
       };
     });
@@ -467,7 +477,8 @@
   // it is, brighter and darker signal lighten and darken it); the choice sticks like presentation mode.
   // Magnitude view (DeepVis's "deconvnorm"): an SVG filter maps grey (no signal) to white and both
   // signs to dark, averaged over channels: computed by the browser, no extra images.
-  function setupViewToggle(attr, cls, key, storage) {
+  // dflt: the state before any choice was saved (the activation outlines start shown).
+  function setupViewToggle(attr, cls, key, storage, dflt) {
     var buttons = document.querySelectorAll("[" + attr + "]");
     if (!buttons.length) { return; }
     var sections = document.querySelectorAll("section.entries");
@@ -478,7 +489,7 @@
     }
     var saved = null;
     try { saved = window.localStorage.getItem(storage); } catch (e) { /* private mode */ }
-    apply(saved === "1");
+    apply(saved === null ? !!dflt : saved === "1");
     buttons.forEach(function (b) {
       b.addEventListener("click", function () { apply(b.getAttribute("aria-pressed") !== "true"); });
     });
@@ -493,6 +504,8 @@
   function setupOverlay() {
     setupViewToggle("data-overlay-toggle", "overlay", "o", "sitegen-overlay");
     setupViewToggle("data-magnitude-toggle", "magnitude", "m", "sitegen-magnitude");
+    // Issue 15 (7): the unit's activation outline over its top images and patches (NetDissect masks).
+    setupViewToggle("data-outline-toggle", "outlines", "a", "sitegen-outline", true);
   }
 
   function init() {

@@ -43,6 +43,7 @@ class Table:
     caption: str
     heads: tuple[str, ...]  # column titles after the class and the bar
     rows: tuple[Row, ...]
+    empty: str = ""  # shown when there is no row
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,8 @@ class LayerView:
     heads: tuple[str, ...]
     rows: tuple[LayerRow, ...]
     note: str
+    scores: dict[int, str]  # unit -> the grid's sort key (layer.html: data-effect; "" none)
+    sort_label: str  # its option in the grid's sort menu
 
 
 def _chip(chips: Sequence[Chip], c: int) -> Chip:
@@ -109,9 +112,11 @@ def _direct_part(d: DirectEffect, u: int, chips: Sequence[Chip]) -> Part:
         f"unit of this unit's activation ({_POOLING[d.pooling]}); W × mean is its mean contribution to "
         "that logit over the probe set. Bars: |W|, against the largest shown."
     )
+    # only positive weights raise a logit and only negative ones lower it (with few classes the
+    # top and bottom lists would otherwise share classes)
     tables = (
-        Table("raises these logits most", heads, rows(top)),
-        Table("lowers these logits most", heads, rows(bottom)),
+        Table("raises these logits most", heads, rows([t for t in top if t[1] > 0]), "no positive weight"),
+        Table("lowers these logits most", heads, rows([b for b in bottom if b[1] < 0]), "no negative weight"),
     )
     return Part("Direct effect on the class logits", lead, tables, note)
 
@@ -139,7 +144,8 @@ def _ablation_part(a: AblationLayer, i: int, chips: Sequence[Chip]) -> Part:
         "this layer on. Logit: the change of the mean true-class logit over the class's images; bars: "
         "the size of the drop, against the largest shown. Few images per class make these noisy."
     )
-    table = Table("classes hurt most when it is zeroed", ("logit", "accuracy", "images"), rows)
+    heads = ("Δ logit", "Δ acc.", "images")
+    table = Table("classes hurt most when it is zeroed", heads, rows, "no class")
     return Part("Ablation: zeroing this unit", lead, (table,), note)
 
 
@@ -171,10 +177,12 @@ def layer(doc: EffectDoc, page: LayerPage, files: Files) -> LayerView | None:
         note = (
             f"The {len(d.mean):,} units feed the classifier ({d.head}); units ranked by their largest mean "
             "logit contribution, max over classes of W[c, j] × mean activation (a large weight on a unit "
-            "that rarely fires does little). Class: the one it raises most."
+            "that rarely fires does little; the unit grid sorts by it too). Class: the one it raises most."
         )
         heads: tuple[str, ...] = ("W × mean", "W", "mean activation")
-        return LayerView("Largest direct effects on the class logits", heads, rows, note)
+        scores = {u: f"{v:.4g}" for u, v in enumerate(d.contribution)}
+        title = "Largest direct effects on the class logits"
+        return LayerView(title, heads, rows, note, scores, "direct effect, high first")
     a = doc.ablation.get(page.layer)
     if a is None or not a.units:
         return None
@@ -190,8 +198,10 @@ def layer(doc: EffectDoc, page: LayerPage, files: Files) -> LayerView | None:
     )
     note = (
         f"Each of the {len(a.units):,} shown units zeroed in turn (Bau et al. 2020) on {a.images:,} probe "
-        f"images (intact accuracy {100 * a.base_accuracy:.1f}%); ranked by the accuracy it costs. Class: "
-        "the one whose true-class logit drops most."
+        f"images (intact accuracy {100 * a.base_accuracy:.1f}%); ranked by the accuracy it costs (the unit "
+        "grid sorts by its mean true-class logit drop). Class: the one whose true-class logit drops most."
     )
     heads = ("accuracy", "true-class logit")
-    return LayerView("Units whose ablation costs most", heads, rows, note)
+    scores = {u: f"{v:.4g}" for u, v in zip(a.units, a.logit_drop, strict=True)}
+    label = "ablation effect, high first"
+    return LayerView("Units whose ablation costs most", heads, rows, note, scores, label)
