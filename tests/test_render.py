@@ -192,10 +192,10 @@ def test_class_colours_match_between_chips_and_charts(site: Path) -> None:
     parsed = tags(site / "tiny-alex/conv1/index.html")
     fig = json.loads(parsed.json["fig-preference-data"])
     bar = fig["data"][0]
-    chips = {
-        a["title"]: _group(r"--c:([^;]+)", a["style"])
+    chips = {  # a span, or a link to the class page (issue 15)
+        a["title"].removesuffix(": class page"): _group(r"--c:([^;]+)", a["style"])
         for t, a in parsed.tags
-        if t == "span" and "chip" in a.get("class", "").split()
+        if t in ("span", "a") and "chip" in a.get("class", "").split()
     }
     bars = {
         name.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&"): colour

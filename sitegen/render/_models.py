@@ -18,11 +18,13 @@ class Img:
 
 @dataclass(frozen=True, slots=True)
 class Chip:
-    """A class name with its colour (:func:`sitegen.render.charts.class_color`)."""
+    """A class name with its colour (:func:`sitegen.render.charts.class_color`) and its class page
+    (a site path; "" for classes without one)."""
 
     index: int
     name: str
     color: str
+    href: str = ""
 
 
 @dataclass(frozen=True, slots=True)
