@@ -374,3 +374,36 @@ def test_query_parsing(browser: Browser, served: str) -> None:  # noqa: F811
         (r["kind"], r["text"]) for r in _query(page, "evolution conv2")
     ]
     assert not browser.errors, browser.errors
+
+
+@pytest.mark.browser
+def test_a_flagged_unit_without_a_page_opens_the_layers_list(
+    browser: Browser, served: str, site: Path
+) -> None:  # noqa: F811
+    """The index as if conv2's rarely firing unit 1 had no page (set before the first focus): its row and
+    its layer's row open the layer's distribution section, which lists every flagged unit."""
+    ix = _read(site)
+    [row] = [r for r in ix["layers"] if r[2] == "tiny-alex/conv2/index.html"]
+    keep = [i for i, u in enumerate(_units(row)) if u != 1]
+    row[3], row[4], row[5] = (
+        [_units(row)[i] for i in keep],
+        [row[4][i] for i in keep],
+        [row[5][i] for i in keep],
+    )
+    page = browser.open(served + "index.html")
+    page.evaluate(f"ix => {{ window.{GLOBAL} = ix; }}", ix)
+    rows = _query(page, "rare conv2")
+    assert [r["text"] for r in rows] == ["tiny-alex conv2", "tiny-alex conv2/1"]
+    assert rows[1]["note"] == "rarely firing · no unit page: its layer"
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowDown")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert page.url == served + "tiny-alex/conv2/index.html#distribution"
+    assert page.locator("#distribution").count() == 1
+    # the dead unit 0 still has its page: the layer's row filters the grid
+    rows = _query(page, "dead conv2")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert page.url.endswith("tiny-alex/conv2/index.html#flag=dead")
+    assert not browser.errors, browser.errors

@@ -129,7 +129,7 @@
     var shown = l.pos[u] !== undefined;
     return {
       kind: "unit", score: score, text: where(l) + "/" + u,
-      note: [note || unitNote(l, u), shown ? "" : "no page: opens its layer"].filter(Boolean).join(" · "),
+      note: [note || unitNote(l, u), shown ? "" : "no unit page: its layer"].filter(Boolean).join(" · "),
       href: shown ? unitHref(l, u) : l.href
     };
   }
@@ -146,11 +146,14 @@
       });
       if (!list.length) { return; }
       var what = which === "dead" ? "dead unit" : which === "rare" ? "rarely firing unit" : "dead or rarely firing unit";
+      /* the layer grid filtered to them when they all have pages, else the layer's distribution
+         section, which lists every one of them */
+      var all = list.every(function (u) { return l.pos[u] !== undefined; });
       rows.push({ kind: "layer", score: 90, text: where(l), note: plural(list.length, what, what + "s"),
-                  href: l.href + "#flag=" + which });
+                  href: l.href + (all ? "#flag=" + which : "#distribution") });
       list.slice(0, PER_LAYER).forEach(function (u, i) {
         var row = unitRow(l, u, 80 - i / 1000);
-        if (row.href === l.href) { row.href = l.href + "#flag=" + which; }
+        if (row.href === l.href) { row.href = l.href + "#distribution"; }
         rows.push(row);
       });
     });
