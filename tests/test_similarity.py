@@ -163,3 +163,99 @@ def test_hungarian_with_constant_units_still_gives_a_permutation() -> None:
     assert defined.tolist() == [True, False, True, True, True, True]
     assert np.isnan(r[1]) and np.allclose(r[defined], 1.0, atol=1e-6)
     assert [match[u] for u in (0, 2, 3, 4, 5)] == [5, 3, 2, 1, 0]
+
+
+# --- readers that only slice columns (mine.LayerColumns) -------------------------------------------
+
+
+class SliceOnly:
+    """Like :class:`sitegen.mine.LayerColumns`: ``x[:, a:b]`` and nothing else."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self._x, self.shape = x, x.shape
+
+    def __getitem__(self, key: tuple) -> np.ndarray:
+        rows, cols = key
+        assert rows == slice(None) and isinstance(cols, slice) and cols.step in (None, 1), key
+        return self._x[:, cols]
+
+
+def test_measures_read_only_column_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(10)
+    x = rng.random((40, 12)).astype(np.float16)
+    y = rng.random((40, 50)).astype(np.float16)  # 50 > 40 images: the Gram route
+    monkeypatch.setattr(similarity, "_BLOCK", 40 * 5)
+    units, r = top_correlated(SliceOnly(x), [11, 2, 7], SliceOnly(x), 3, same=True)
+    want_u, want_r = top_correlated(x, [11, 2, 7], x, 3, same=True)
+    assert units.tolist() == want_u.tolist() and np.array_equal(r, want_r)
+    got = cka_matrix([SliceOnly(x), SliceOnly(y)], [SliceOnly(y)])
+    np.testing.assert_allclose(got, cka_matrix([x, y], [y]), rtol=1e-12)
+    assert got[1, 0] == pytest.approx(1.0, abs=1e-12)
+
+
+# --- the registered kind and its section -------------------------------------------------------------
+
+
+def test_layer_similar_and_document() -> None:
+    from sitegen.analyses.registry import REGISTRY
+    from sitegen.analyses.similar import Result, document, layer_similar
+
+    assert REGISTRY["similar"].doc.KIND == "similar"
+    rng = np.random.default_rng(11)
+    x = rng.random((60, 5))
+    x[:, 3] = 0.0  # dead
+    nxt = np.column_stack([2 * x[:, 1] + 0.1, rng.random((60, 2)), np.ones(60)])
+    s = layer_similar(x, [1, 3, 4], nxt, "conv3", 2)
+    assert s.rows.tolist() == [1, 4] and s.constant.tolist() == [3] and s.next_constant == 1
+    assert s.next_units[0, 0] == 0 and s.next_r[0, 0] == pytest.approx(1.0, abs=1e-6)
+    top1 = {"conv2": np.array([10, 11, 12, 13, 14]), "conv3": np.array([20, 21, 22, 23])}
+    doc = document(Result(k=2, images=60, layers={"conv2": s}, top1=top1))
+    lay = doc.layers["conv2"]
+    assert list(lay.units) == ["1", "4"] and lay.constant == [3] and lay.next == "conv3"
+    e = lay.units["1"]
+    assert [p.unit for p in e.same] == s.same_units[0].tolist() and 3 not in [p.unit for p in e.same]
+    assert e.next[0].unit == 0 and e.next[0].image == 20 and e.same[0].image == 10 + e.same[0].unit
+    assert set(doc.probe_images()) == {p.image for u in lay.units.values() for p in (*u.same, *u.next)}
+
+
+def test_section_lists_peers_with_links_and_states_constant_units() -> None:
+    from sitegen.render.peers import Peer
+    from sitegen.render.sections import UnitPage
+    from sitegen.render.sections.similar import unit
+    from sitegen.store.formats import SimilarDoc
+
+    doc = SimilarDoc.model_validate(
+        {
+            "k": 2,
+            "images": 60,
+            "layers": {
+                "conv2": {
+                    "next": "conv3",
+                    "constant": [3],
+                    "next_constant": 0,
+                    "units": {
+                        "1": {
+                            "same": [{"unit": 4, "r": 0.5, "image": 7}, {"unit": 0, "r": -0.25, "image": 2}],
+                            "next": [{"unit": 0, "r": 1.0, "image": 9}],
+                        }
+                    },
+                }
+            },
+        }
+    )
+    asked = []
+
+    def peer(layer: str, u: int, image: int) -> Peer:
+        asked.append((layer, u, image))
+        return Peer(layer, u, f"net/{layer}/unit-{u:04d}.html", "", "", "", None)
+
+    view = unit(doc, UnitPage("conv2", 1, "net/conv2/", peer), None)  # type: ignore[arg-type]
+    assert view is not None
+    same, nxt = view.groups
+    assert [x.label for x in same.units] == ["conv2 #0004", "conv2 #0000"]
+    assert [x.r for x in same.units] == ["0.50", "-0.25"] and same.units[1].bar == 25.0
+    assert "1 constant unit of conv2" in same.note and nxt.title.startswith("in conv3")
+    assert asked == [("conv2", 4, 7), ("conv2", 0, 2), ("conv3", 0, 9)]
+    dead = unit(doc, UnitPage("conv2", 3, "net/conv2/", peer), None)  # type: ignore[arg-type]
+    assert dead is not None and dead.groups == () and "undefined" in dead.note
+    assert unit(doc, UnitPage("conv2", 2, "net/conv2/"), None) is None  # type: ignore[arg-type]

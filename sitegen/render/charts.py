@@ -1132,7 +1132,9 @@ def cka_heatmap(
         "<br>CKA %{z:.3f}<extra></extra>",
     }
     if len(layers_a) * len(layers_b) <= 144:  # values in the cells while they fit
+        # meta.cellText: app.js drops the cell text where cells are too narrow to hold it (390 px)
         trace |= {"text": text, "texttemplate": "%{text}", "textfont": {"size": 12}}
+        trace["meta"] = {"cellText": True}
     return {
         "data": [trace],
         "layout": _layout(

@@ -16,7 +16,7 @@ from sitegen.render import charts
 from sitegen.render._models import Figure
 from sitegen.store.formats import CkaDoc
 
-__all__ = ["CkaSection", "CkaView", "MatchView", "compare_cka", "diff_cka", "diff_matching"]
+__all__ = ["CkaSection", "CkaView", "MatchView", "compare_cka", "diff_cka", "diff_matching", "no_cosine"]
 
 FEATURES = (
     "Linear CKA (Kornblith et al. 2019) between every layer of one network and every layer of the other, "
@@ -90,6 +90,13 @@ def diff_cka(d: StoreDiff, labels: Sequence[str]) -> CkaSection:
     n = f"{d.images:,}" if d.images else "same"
     view = _view("fig-diff-cka", d.cka, names, names, labels[0], labels[1])
     return CkaSection((view,), FEATURES.format(n=n).replace("one network", "one side"))
+
+
+def no_cosine(d: StoreDiff) -> str:
+    """Why a diff has no filter cosines."""
+    if d.matching == "hungarian":
+        return "not compared: units matched by correlation"
+    return "not stored: no cosine"
 
 
 def diff_matching(d: StoreDiff) -> MatchView:

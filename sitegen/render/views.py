@@ -267,6 +267,8 @@ class DiffLayerRow:
     cosine: str
     top: ClassShift
     bottom: ClassShift
+    match_r: str = ""  # mean Pearson r of the compared unit pairs (issue 15; "" without activations)
+    identity: str = ""  # one run: share of units a correlation matching pairs with themselves
 
 
 @dataclass(frozen=True, slots=True)
@@ -1501,6 +1503,8 @@ class _Planner:
                 purity=_signed(100 * lay.mean_purity_change),
                 dominant=f"{lay.dominant_changed * 100:.0f}%",
                 cosine="–" if cos is None else f"{cos:.3f}",
+                match_r=("–" if d.images else "") if lay.mean_match_r is None else f"{lay.mean_match_r:.2f}",
+                identity="" if lay.identity is None else f"{100 * lay.identity:.0f}%",
                 top=ClassShift(
                     tuple(chips[c] for c in lay.entered_top), tuple(chips[c] for c in lay.left_top)
                 ),
@@ -1538,7 +1542,7 @@ class _Planner:
             Fact(f"accuracy {labels[1]}", _pct(d.accuracy_b)),
             Fact("accuracy change", _signed(100 * d.accuracy_change)),
             Fact("mean overlap", f"{d.mean_overlap:.2f} of {k}"),
-            Fact("filter weights", "compared (cosine)" if d.has_weights else "not stored: no cosine"),
+            Fact("filter weights", "compared (cosine)" if d.has_weights else similarity.no_cosine(d)),
             Fact(matching.label, matching.value),
         )
         side_links = tuple(
