@@ -137,7 +137,7 @@
   function flagRows(q, rows) {
     var which = q.dead && q.rare ? "quiet" : q.dead ? "dead" : "rare";
     var any = false;
-    layersFor(q).forEach(function (l) {
+    layersFor(q).forEach(function (l, li) {
       if (l.dead === null) { return; }
       any = true;
       /* units with a page first, each group in unit order */
@@ -152,7 +152,7 @@
       rows.push({ kind: "layer", score: 90, text: where(l), note: plural(list.length, what, what + "s"),
                   href: l.href + (all ? "#flag=" + which : "#distribution") });
       list.slice(0, PER_LAYER).forEach(function (u, i) {
-        var row = unitRow(l, u, 80 - i / 1000);
+        var row = unitRow(l, u, 80 - li / 100 - i / 10000);  /* the layers' rows first, then each one's units */
         if (row.href === l.href) { row.href = l.href + "#distribution"; }
         rows.push(row);
       });
