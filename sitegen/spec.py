@@ -479,7 +479,7 @@ class AblationSpec(_Model):
         "images forwards of the network from the layer on (the part before it runs once per image), "
         "batch_size rows per forward: the default atlas's last conv layers (64 units x 256 images, two "
         "nets) take ~2 s on a 2-core CPU; AlexNet's conv5 at 224 px (256 units x 256 images: 65,536 "
-        "forwards of pool-fc6-fc7-fc8, 7 TFLOP) ~1-2 min there, seconds on a GPU.",
+        "forwards of pool-fc6-fc7-fc8, ~7 TFLOP) ~160 CPU-seconds there (2.4 ms a row), seconds on a GPU.",
     )
     layers: LayerPick = Field(
         "last",

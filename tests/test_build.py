@@ -38,6 +38,8 @@ analyses:
   featvis: {enabled: true, steps: 4, layers: last, grayscale: true}
   smoothgrad: {enabled: true, images: 2, samples: 4}
   empirical_rf: {enabled: true, units: 1, layers: [conv5, conv2_2]}  # conv2_2: a vgg name, skipped here
+  masks: {sample: 16}
+  similar: {k: 3}
   effect: {ablation: {enabled: true, layers: [conv5, fc6], images: 8, batch_size: 16}}
 diffs:
   - {a: net@epoch-1, b: net@epoch-2}
@@ -268,6 +270,14 @@ def test_techniques_are_stored_and_shown(built: Path) -> None:
     other = m.shown_units["conv5"][1]
     assert "-erf.png" not in (site / "conv5" / f"unit-{other:04d}.html").read_text()
     assert 'class="fv-grid"' in (site / "conv5" / "index.html").read_text()
+    msk = doc("masks")  # issue 15 (7): every shown conv unit's maps on its top images
+    assert msk["sample"] == 16 and list(msk["layers"]) == [n for n in m.layers if n.startswith("conv")]
+    assert msk["layers"]["conv5"]["units"] == m.shown_units["conv5"]
+    assert 'class="mask"' in unit and "data-outline-toggle" in unit
+    sim = doc("similar")  # issue 15 (6): k most correlated units, same and next layer
+    assert sim["k"] == 3 and sim["layers"]["conv5"]["next"] == "fc6"
+    assert all(len(e["same"]) <= 3 for e in sim["layers"]["conv5"]["units"].values())
+    assert 'id="similar"' in unit
 
 
 def test_changing_one_analysis_recomputes_only_it(
