@@ -89,6 +89,9 @@ def test_site_is_written(built: Path) -> None:
     assert (built / "output" / "index.html").is_file()
     html = (site / "index.html").read_text()
     assert "tiny &lt;atlas&gt;" in html and "tiny <atlas>" not in html
+    # issue 15: a class page per class, listing units of the real build by share and selectivity
+    circle = (site / "classes" / "d" / "circle.html").read_text()
+    assert circle.count('<li class="cu">') >= 2 and "classes/d/index.html" in html
 
 
 def test_rebuild_is_cached(built: Path) -> None:
@@ -271,7 +274,8 @@ def test_techniques_are_stored_and_shown(built: Path) -> None:
     assert "-erf.png" not in (site / "conv5" / f"unit-{other:04d}.html").read_text()
     assert 'class="fv-grid"' in (site / "conv5" / "index.html").read_text()
     msk = doc("masks")  # issue 15 (7): every shown conv unit's maps on its top images
-    assert msk["sample"] == 16 and list(msk["layers"]) == [n for n in m.layers if n.startswith("conv")]
+    assert (msk["sample"], msk["probe"]) == (min(16, n_probe), n_probe)  # the whole probe set when smaller
+    assert list(msk["layers"]) == [n for n in m.layers if n.startswith("conv")]
     assert msk["layers"]["conv5"]["units"] == m.shown_units["conv5"]
     assert 'class="mask"' in unit and "data-outline-toggle" in unit
     sim = doc("similar")  # issue 15 (6): k most correlated units, same and next layer

@@ -130,20 +130,27 @@ def contour(
     return loops
 
 
-def _num(x: float, digits: int) -> str:
-    s = f"{x:.{digits}f}".rstrip("0").rstrip(".")
-    return "0" if s in ("-0", "") else s
+def _loop_text(loop: np.ndarray, scale: int) -> list[str]:
+    """The loop's vertices rounded to ``1 / scale`` px as ``"x y"`` strings, repeated vertices and
+    vertices on a straight line between their neighbours left out (exact: integers of 1 / scale)."""
+    q = np.rint(loop[:, ::-1] * scale).astype(np.int64)  # (x, y) = (col, row)
+    q = q[np.any(q != np.roll(q, 1, axis=0), axis=1)]
+    if len(q) >= 3:
+        d1, d2 = q - np.roll(q, 1, axis=0), np.roll(q, -1, axis=0) - q
+        q = q[d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0] != 0]
+    if len(q) < 3:
+        return []
+    if scale == 1:
+        return [f"{x} {y}" for x, y in q.tolist()]
+    return [f"{x / scale:g} {y / scale:g}" for x, y in q.tolist()]
 
 
 def svg_path(loops: Sequence[np.ndarray], digits: int = 1) -> str:
     """SVG path data of closed loops of (row, col) vertices: ``M x y x y … Z`` per loop (x = col)."""
+    scale = 10**digits
     parts = []
     for loop in loops:
-        pts: list[str] = []
-        for row, col in loop:
-            pt = f"{_num(col, digits)} {_num(row, digits)}"
-            if not pts or pts[-1] != pt:  # vertices closer than the rounding merge
-                pts.append(pt)
-        if len(pts) >= 3 or (len(pts) == 2 and pts[0] != pts[1]):
+        pts = _loop_text(np.asarray(loop, dtype=np.float64), scale)
+        if pts:
             parts.append("M" + " ".join(pts) + "Z")
     return "".join(parts)
