@@ -477,8 +477,8 @@ class AblationSpec(_Model):
         False,
         description="Ablate each shown unit of the chosen layers (unit pages); opt-in. Cost: units x "
         "images forwards of the network from the layer on (the part before it runs once per image), "
-        "batch_size rows per forward: the default atlas's last conv layers (64 units x 256 images, two "
-        "nets) take ~2 s on a 2-core CPU; AlexNet's conv5 at 224 px (256 units x 256 images: 65,536 "
+        "batch_size rows per forward: the default atlas's last conv layer (64 units x 256 images) takes "
+        "~1.5 CPU-seconds a network; AlexNet's conv5 at 224 px (256 units x 256 images: 65,536 "
         "forwards of pool-fc6-fc7-fc8, ~7 TFLOP) ~160 CPU-seconds there (2.4 ms a row), seconds on a GPU.",
     )
     layers: LayerPick = Field(
@@ -492,8 +492,12 @@ class AblationSpec(_Model):
         description="Probe images (one per class in class order, then the second of each...); also "
         "what the mean activation of a pooled classifier input is averaged over.",
     )
-    batch_size: int = Field(
-        256, gt=0, description="Rows (ablated unit x image) per forward of the network's remainder."
+    batch_size: int | None = Field(
+        None,
+        gt=0,
+        description="Rows (ablated unit x image) per forward of the network's remainder (default: as "
+        "many as 64 MB of the layer's output holds, 64 to 4,096: alexnet_small conv5 4,096, AlexNet "
+        "conv5 at 224 px 387).",
     )
 
 

@@ -59,6 +59,7 @@ __all__ = [
 KIND = "effect"
 Params = EffectSpec
 _LOC = ("analyses", "effect", "ablation", "layers")
+_ROWS_BYTES = 64 << 20  # the layer's output per remainder forward (default batch_size)
 _CHECK = 8  # probe images that tell which layer feeds the classifier (0.2 CPU-s: alexnet, 224 px)
 
 
@@ -202,7 +203,7 @@ def _direct(ctx: Context, mined: Mined, p: EffectSpec, images: _Images) -> Direc
     if acts is not None and info.name in acts.offsets and pooling != "mean":
         mean, source, count = _stored_mean(acts, info.name), "activations", len(mined.labels)
     else:
-        batch = max(1, p.ablation.batch_size)
+        batch = p.ablation.batch_size or 64
         mean, source = _forward_mean(model, head, images.all(), batch), "forward"
         count = len(images.picks)
     weight = head.weight.detach().double().cpu().numpy()
@@ -284,6 +285,12 @@ def ablation_scores(
     )
 
 
+def _rows(info: LayerInfo) -> int:
+    """Remainder rows per forward when the spec sets none: 64 MB of the layer's float32 output."""
+    size = 4 * max(1, int(np.prod(info.shape)))
+    return int(np.clip(_ROWS_BYTES // size, 64, 4096))
+
+
 def _ablation_layers(ctx: Context, pick: LayerPick) -> list[LayerInfo]:
     layers = pick_layers(pick, ctx.loaded.layers, ctx.problem, _LOC, ctx.network)
     return [info for info in layers if info.kind != "prob" and info.module and ctx.shown.get(info.name)]
@@ -321,7 +328,7 @@ def run(ctx: Context, mined: Mined, params: Params) -> Result | None:
         def step(done: int, total: int, i: int = i) -> None:
             ctx.progress("effect", i * total + done, len(layers) * total)
 
-        rows = params.ablation.batch_size
+        rows = params.ablation.batch_size or _rows(info)
         ab = _ablate.ablate(split, images.all(), labels, units, batch_rows=rows, progress=step)
         ablation[info.name] = ablation_scores(ab, labels, len(ctx.class_names), units, params.classes)
     if direct is None and not ablation:
