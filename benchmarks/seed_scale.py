@@ -36,6 +36,11 @@ Issue 13, item 1. In one run:
    ``limit = forward of the probe set + reconstruction limit``. Not in the limit (shown as extra):
    the forwards of the reconstructions' own images (conv crops and fc images), patches, sprites,
    the other techniques (occlusion, Grad-CAM, ...), store writes, render, interpreter start-up.
+   The per-layer table also shows those forwards (``fwd s``: the same retained forward, timed
+   alone, once per conv pair's crop and once per distinct fc/prob image and method) and the build
+   against limit + forwards (``+fwd x``): a crop path can get near 1.0 of that, not of the limit,
+   as a crop's forward costs about what its backward does (issue 13, item 2: the notes in
+   ``sitegen/analyses/reconstruct.py`` say why sharing forwards across conv layers does not pay).
 
 Prints, per network, a table of stage seconds, peak RSS, site MB, bytes per unit and pages, then
 per layer reconstruction seconds against their limit, and the headline ratio
@@ -61,6 +66,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -481,17 +487,37 @@ def _truncated(model: Any, path: str, kind: str, x: Any) -> Any:
     raise RuntimeError(f"module {path!r} did not run")
 
 
+def _median_time(fn: Callable[[], Any], device: Any) -> tuple[float, float]:
+    """Median wall and CPU seconds of ``fn()`` over at least 3 repeats (up to 25 or 0.5 s)."""
+    times: list[float] = []
+    cpus: list[float] = []
+    spent = 0.0
+    while len(times) < 3 or (spent < 0.5 and len(times) < 25):
+        _sync(device)
+        t, c = time.perf_counter(), time.process_time()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - c)
+        spent += times[-1]
+    return statistics.median(times), statistics.median(cpus)
+
+
 def time_backward(
     model: Any, path: str, kind: str, x: Any, units: Sequence[int], device: Any
-) -> tuple[float, float]:
+) -> tuple[float, float, float, float]:
     """Wall and CPU seconds per pair: one batched autograd backward from a retained forward (median of
-    repeats; the better of contiguous and channels_last)."""
+    repeats; the better of contiguous and channels_last); then the same for that forward itself
+    (autograd on, graph built: what the build runs before a backward), not part of the limit."""
     import torch
 
     best, best_cpu = math.inf, math.inf
+    fwd, fwd_cpu = math.inf, math.inf
     for layout in (torch.contiguous_format, torch.channels_last):
         model.to(memory_format=layout)
         xi = x.detach().clone().contiguous(memory_format=layout).requires_grad_(True)
+        wall, cpu = _median_time(functools.partial(_truncated, model, path, kind, xi), device)
+        fwd, fwd_cpu = min(fwd, wall / x.shape[0]), min(fwd_cpu, cpu / x.shape[0])
         out = _truncated(model, path, kind, xi)
         seed = torch.zeros_like(out)
         b = torch.arange(out.shape[0], device=device)
@@ -501,22 +527,13 @@ def time_backward(
         else:
             seed[b, u] = 1.0
         torch.autograd.grad(out, xi, seed, retain_graph=True)  # warm-up
-        times: list[float] = []
-        cpus: list[float] = []
-        spent = 0.0
-        while len(times) < 3 or (spent < 0.5 and len(times) < 25):
-            _sync(device)
-            t, c = time.perf_counter(), time.process_time()
-            torch.autograd.grad(out, xi, seed, retain_graph=True)
-            _sync(device)
-            times.append(time.perf_counter() - t)
-            cpus.append(time.process_time() - c)
-            spent += times[-1]
-        best = min(best, statistics.median(times) / out.shape[0])
-        best_cpu = min(best_cpu, statistics.median(cpus) / out.shape[0])
-        del out, seed, xi
+        grad = functools.partial(torch.autograd.grad, out, xi, seed, retain_graph=True)
+        wall, cpu = _median_time(grad, device)
+        best = min(best, wall / out.shape[0])
+        best_cpu = min(best_cpu, cpu / out.shape[0])
+        del out, seed, xi, grad
     model.to(memory_format=torch.contiguous_format)
-    return best, best_cpu
+    return best, best_cpu, fwd, fwd_cpu
 
 
 def measure_reconstruction_limit(
@@ -560,6 +577,7 @@ def measure_reconstruction_limit(
             xs: list[int] = []
             ys: list[float] = []
             cs: list[float] = []
+            fs: list[float] = []
             shapes: list[list[int]] = []
             for i in picks:
                 top, left, bottom, right = (int(v) for v in boxes[i])
@@ -567,19 +585,30 @@ def measure_reconstruction_limit(
                     continue
                 crop = images[:, :, top:bottom, left:right]
                 xs.append(int(areas[i]))
-                wall, cpu = time_backward(model, info.module, info.kind, crop, units, device)
+                wall, cpu, fwd, _ = time_backward(model, info.module, info.kind, crop, units, device)
                 ys.append(wall)
                 cs.append(cpu)
+                fs.append(fwd)
                 shapes.append([bottom - top, right - left])
             per_pair = float(np.interp(areas, xs, ys).mean()) if len(xs) > 1 else ys[0]
             per_pair_cpu = float(np.interp(areas, xs, cs).mean()) if len(xs) > 1 else cs[0]
+            # each conv pair's crop is forwarded once (a forward per pair, as the build's crop path)
+            forwards = float(np.interp(areas, xs, fs).mean()) * pairs if len(xs) > 1 else fs[0] * pairs
             rec.update(crop_shapes=shapes, crop_ms=[y * 1e3 for y in ys], mean_crop_area=float(areas.mean()))
         else:
-            per_pair, per_pair_cpu = time_backward(model, info.module, info.kind, images, units, device)
+            per_pair, per_pair_cpu, fwd, _ = time_backward(
+                model, info.module, info.kind, images, units, device
+            )
+            # whole images: one forward per distinct image and method (the build shares them)
+            distinct = pairs_per_method
+            if valid is not None:
+                distinct = len(np.unique(mined[f"{info.name}/images"][units][valid]))
+            forwards = fwd * distinct * methods
         rec["ms_per_pair"] = per_pair * 1e3
         rec["cpu_ms_per_pair"] = per_pair_cpu * 1e3
         rec["limit_s"] = per_pair * pairs
         rec["limit_cpu_s"] = per_pair_cpu * pairs
+        rec["forwards_s"] = forwards  # not in the limit: shown as a second reference
         out[info.name] = rec
         say(
             f"limit: {info.name}: {per_pair * 1e3:.3f} ms/pair x {pairs} pairs = {rec['limit_s']:.1f} s "
@@ -753,11 +782,12 @@ def print_network(res: dict) -> None:
 
     print(
         "per layer: reconstruction seconds in the build (wall) against the limit; x = build / limit "
-        "(wall and CPU time)"
+        "(wall and CPU time); +fwd x = build / (limit + the bare forwards the build cannot share: "
+        "a crop per conv pair, an image per fc/prob image and method; a reference, not the limit)"
     )
     print(
         f"{'layer':<8}{'units':>6}{'pairs':>8}{'site MB':>9}{'B/unit':>9}"
-        f"{'recon s':>9}{'limit s':>9}{'wall x':>8}{'cpu x':>8}{'ms/pair':>9}"
+        f"{'recon s':>9}{'limit s':>9}{'wall x':>8}{'cpu x':>8}{'ms/pair':>9}{'fwd s':>8}{'+fwd x':>8}"
     )
     for layer, n in res["shown_units"].items():
         lb = s["layer_bytes"].get(layer, 0)
@@ -767,7 +797,8 @@ def print_network(res: dict) -> None:
             f"{layer:<8}{n:>6}{r.get('pairs', 0):>8}{_mb(lb):>9}{lb / max(n, 1):>9.0f}"
             f"{(f'{t:.1f}' if t is not None else 'n/a'):>9}{r.get('limit_s', float('nan')):>9.2f}"
             f"{ratio(t, r.get('limit_s')):>8}{ratio(timers_cpu.get(layer), r.get('limit_cpu_s')):>8}"
-            f"{r.get('ms_per_pair', float('nan')):>9.3f}"
+            f"{r.get('ms_per_pair', float('nan')):>9.3f}{r.get('forwards_s', float('nan')):>8.2f}"
+            f"{ratio(t, r['limit_s'] + r['forwards_s'] if 'forwards_s' in r else None):>8}"
         )
     if not lim:
         return

@@ -1045,6 +1045,7 @@ def _layer_sprites(
                     image_size=image_size,
                     grayscale=grayscale,
                     progress=functools.partial(_shifted, pairs, done_pairs),
+                    pixels=image_cache.pixels,
                 )
             )
             done_pairs += int((topk.images[part] >= 0).sum())
@@ -1166,6 +1167,10 @@ class _ImageCache:
 
     def tensor(self, index: int) -> torch.Tensor:
         return self.bundle.probe[index][0]
+
+    def pixels(self, index: int) -> torch.Tensor:
+        """uint8 ``[3, H, W]``: :meth:`tensor` is ``pixels(i).float() / 255`` (reconstructions load these)."""
+        return self.bundle.probe.uint8(index)
 
 
 def _shown_units(net: NetworkSpec, info, seed: int, *, sample: int | None = None) -> list[int]:

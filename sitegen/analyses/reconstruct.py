@@ -43,6 +43,16 @@ computing what a single unit never sees):
   and each pair's backward runs without autograd on its receptive-field cone only (:class:`_Cone`,
   chosen by an estimate of the conv multiply-adds of both ways; ``shared_forward`` forces either).
 
+Conv layers at seed scale stay on the crop path (issue 13, item 2; alexnet, 160 classes, 3,040 probe
+images, every conv unit: 10,368 conv1..conv5 pairs on 2,388 distinct images). Forwarding each distinct
+image once for every conv layer and running cone backwards was measured and is slower: a whole 224 px
+forward up to conv5 costs about the multiply-adds of the crops of the ~4 pairs an image has (a conv5
+crop is 163 px), and the cones saved at most ~20 % of the autograd backward (one thread, CPU seconds:
+conv3 whole forwards 17.8 + cones 3.3 against crop forwards 4.4 + backwards 3.9; conv2 8.9 + 0.4
+against 0.3 + 0.3). A crop forward costs about what its backward does, so forward + backward, about
+2x the bare backward, is that path's floor; what remains above it is loading (uint8 pixels, converted
+once a block: ``reconstruct_topk``'s ``pixels``) and drawing the tiles.
+
 benchmarks/reconstruct.py measures it (shared 2-core CPU). ``--part c``, against the bare batched
 backward per layer kind (alexnet 224 px, CPU time on one thread of a busy machine): fc6/fc7/fc8/prob
 1.08-1.12x of it (1.8x before the shared forward); conv2..conv5 1.6-2.0x, as each conv pair's crop is
@@ -319,6 +329,7 @@ def reconstruct_topk(
     max_cell: int = 96,
     progress: Callable[[int, int], None] | None = None,
     grayscale: bool = False,
+    pixels: Callable[[int], Tensor] | None = None,
 ) -> np.ndarray | TileFile:
     """Reconstructions of each unit's top-k entries, as sprite tiles matching the patches.
 
@@ -344,6 +355,10 @@ def reconstruct_topk(
             under a second apart at 224 px on a 2-core CPU).
         grayscale: the images are grey: show each reconstruction as one grey channel, the sum over
             the colour channels (:func:`to_display`).
+        pixels: probe index -> the same image as uint8 ``[3, H, W]`` (``images_by_index`` is then
+            not called): a block's images are copied as bytes and converted once, ``x.float() / 255``
+            as the probe split does, so the values are the same bits (loading went from 0.5 to
+            about 0.1 ms an image at 224 px: a third of conv2's reconstruction time before).
 
     Returns:
         uint8 ``[len(units), k, cell, cell, 3]``; empty entries are mid-grey. Past
@@ -382,6 +397,8 @@ def reconstruct_topk(
     buffer: list[Tensor] = []
 
     def load(indices: Sequence[int] | np.ndarray, capacity: int) -> Tensor:
+        if pixels is not None:
+            return _normalize(_load_pixels(pixels, indices, capacity, dev, buffer))
         ims = [images_by_index(int(i)).to(dev, torch.float32) for i in indices]
         if not buffer or buffer[0].shape[0] < len(ims) or buffer[0].shape[1:] != ims[0].shape:
             buffer[:] = [torch.empty((capacity, *ims[0].shape), dtype=torch.float32, device=dev)]
@@ -393,6 +410,9 @@ def reconstruct_topk(
                 np.copyto(view[q], im.detach().numpy())
         else:
             torch.stack(ims, out=batch)
+        return _normalize(batch)
+
+    def _normalize(batch: Tensor) -> Tensor:
         # loaded.normalize, in place: (x - mean) / std
         return batch.sub_(batch.new_tensor(loaded.mean).view(1, -1, 1, 1)).div_(
             batch.new_tensor(loaded.std).view(1, -1, 1, 1)
@@ -447,6 +467,37 @@ def reconstruct_topk(
         tile = functools.partial(_tile_into, out, placed, boxes, cell, grayscale)
         engine.run(batch, image_of, unit_t, rows, cols, counted(tile))
     return out
+
+
+def _load_pixels(
+    pixels: Callable[[int], Tensor],
+    indices: Sequence[int] | np.ndarray,
+    capacity: int,
+    dev: torch.device,
+    buffer: list[Tensor],
+) -> Tensor:
+    """A block of probe images as float32 in [0, 1], from their uint8 pixels, in buffers reused from block
+    to block (``buffer``: [float, uint8]; see ``reconstruct_topk``'s ``load``).
+
+    The bytes are copied (a quarter of the float copy) and converted in one pass, on one thread (numpy:
+    torch's parallel copies wait for descheduled threads on busy cores): ``x / 255`` in float32, the
+    same bits as the probe split's ``x.float().div_(255)`` (IEEE division; a test checks all 256 values).
+    """
+    first = pixels(int(indices[0]))
+    n, shape = len(indices), tuple(first.shape)
+    if not buffer or buffer[0].shape[0] < n or tuple(buffer[0].shape[1:]) != shape or len(buffer) < 2:
+        buffer[:] = [
+            torch.empty((capacity, *shape), dtype=torch.float32, device=dev),
+            torch.empty((capacity, *shape), dtype=torch.uint8),
+        ]
+    batch, raw = buffer[0][:n], buffer[1][:n].numpy()
+    for q, i in enumerate(indices):
+        np.copyto(raw[q], np.asarray(first if q == 0 else pixels(int(i))))
+    if batch.device.type == "cpu":
+        np.divide(raw, np.float32(255), out=batch.numpy(), dtype=np.float32)
+    else:  # the bytes travel, the device converts
+        batch.copy_(torch.from_numpy(raw).to(dev)).div_(255)
+    return batch
 
 
 def to_display(rec: np.ndarray, peak: float | None = None, *, grayscale: bool = False) -> np.ndarray:
