@@ -50,15 +50,20 @@ def test_quantile_from_top_equals_numpy(n: int, q: float) -> None:
     np.testing.assert_allclose(masks.quantile_from_top(top, n, q), np.quantile(x, q, axis=1), rtol=1e-12)
 
 
-def test_streamed_top_values_give_the_quantile_of_the_whole_sample() -> None:
-    """Batches of integer-valued maps (exact in float32) folded into the running top-m."""
-    rng = np.random.default_rng(4)
-    maps = rng.integers(0, 5000, (10, 3, 6, 5)).astype(np.float32)  # 10 images, 3 units, 6x5
-    tq = masks._TopQuantile([2, 0], 10 * 6 * 5, 0.995, torch.device("cpu"))
+@pytest.mark.parametrize("units", [[2, 0], [0, 1, 2]])
+@pytest.mark.parametrize(("high", "q"), [(5000, 0.995), (3, 0.995), (5000, 0.9), (3, 0.5)])
+def test_streamed_top_values_give_the_quantile_of_the_whole_sample(
+    units: list[int], high: int, q: float
+) -> None:
+    """Batches of integer-valued maps (exact in float32; high=3: mostly ties) folded into the running
+    top-m, channels_last as in the pass, the later batches through the m-th-largest cut."""
+    rng = np.random.default_rng(high)
+    maps = rng.integers(0, high, (10, 3, 6, 5)).astype(np.float32)  # 10 images, 3 units, 6x5
+    tq = masks._TopQuantile(units, 3, 10 * 6 * 5, q, torch.device("cpu"))
     for chunk in np.array_split(maps, 4):
-        tq.update(torch.from_numpy(chunk))
-    want = np.quantile(maps[:, [2, 0]].transpose(1, 0, 2, 3).reshape(2, -1).astype(np.float64), 0.995, axis=1)
-    np.testing.assert_allclose(tq.thresholds(), want, rtol=1e-12)
+        tq.update(torch.from_numpy(chunk).contiguous(memory_format=torch.channels_last))
+    flat = maps[:, units].transpose(1, 0, 2, 3).reshape(len(units), -1).astype(np.float64)
+    np.testing.assert_allclose(tq.thresholds(), np.quantile(flat, q, axis=1), rtol=1e-12)
 
 
 def test_sample_is_evenly_spaced() -> None:
