@@ -476,27 +476,26 @@ def _load_pixels(
     dev: torch.device,
     buffer: list[Tensor],
 ) -> Tensor:
-    """A block of probe images as float32 in [0, 1], from their uint8 pixels, in buffers reused from block
-    to block (``buffer``: [float, uint8]; see ``reconstruct_topk``'s ``load``).
+    """A block of probe images as float32 in [0, 1], from their uint8 pixels, in a buffer reused from
+    block to block (see ``reconstruct_topk``'s ``load``).
 
-    The bytes are copied (a quarter of the float copy) and converted in one pass, on one thread (numpy:
-    torch's parallel copies wait for descheduled threads on busy cores): ``x / 255`` in float32, the
-    same bits as the probe split's ``x.float().div_(255)`` (IEEE division; a test checks all 256 values).
+    Each image's bytes are converted straight into its slot, on one thread (numpy: torch's parallel
+    copies wait for descheduled threads on busy cores), no float copy in between: ``x / 255`` in
+    float32, the same bits as the probe split's ``x.float().div_(255)`` (IEEE division; a test checks
+    all 256 values). On a GPU the bytes travel and the device converts.
     """
     first = pixels(int(indices[0]))
     n, shape = len(indices), tuple(first.shape)
-    if not buffer or buffer[0].shape[0] < n or tuple(buffer[0].shape[1:]) != shape or len(buffer) < 2:
-        buffer[:] = [
-            torch.empty((capacity, *shape), dtype=torch.float32, device=dev),
-            torch.empty((capacity, *shape), dtype=torch.uint8),
-        ]
-    batch, raw = buffer[0][:n], buffer[1][:n].numpy()
-    for q, i in enumerate(indices):
-        np.copyto(raw[q], np.asarray(first if q == 0 else pixels(int(i))))
+    if not buffer or buffer[0].shape[0] < n or tuple(buffer[0].shape[1:]) != shape:
+        buffer[:] = [torch.empty((capacity, *shape), dtype=torch.float32, device=dev)]
+    batch = buffer[0][:n]
+    ims = (first if q == 0 else pixels(int(i)) for q, i in enumerate(indices))
     if batch.device.type == "cpu":
-        np.divide(raw, np.float32(255), out=batch.numpy(), dtype=np.float32)
-    else:  # the bytes travel, the device converts
-        batch.copy_(torch.from_numpy(raw).to(dev)).div_(255)
+        view = batch.numpy()
+        for q, im in enumerate(ims):
+            np.divide(np.asarray(im), np.float32(255), out=view[q], dtype=np.float32)
+    else:
+        batch.copy_(torch.stack([torch.as_tensor(im) for im in ims]).to(dev)).div_(255)
     return batch
 
 
