@@ -52,6 +52,16 @@ def test_layer_rankings_share_on_hand_made_topk() -> None:
     assert r.share.units[2] == [] and r.share.count[2] == 0
 
 
+def test_units_with_a_flat_topk_get_no_share() -> None:
+    """A dead or constant unit's top-k is mining's tie-break (images 0..k-1: the first class)."""
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    images = np.array([[0, 1, 2], [0, 1, 2], [3, 0, -1]])
+    values = np.array([[0.0, 0.0, 0.0], [3.0, 2.0, 2.0], [1.5, 1.5, 0.0]])
+    r = kind.layer_rankings(images, labels, 2, [0, 1, 2], n=3, topk_values=values)
+    assert r.share.units == [[1], []] and r.share.count == [1, 0]  # unit 0 dead, unit 2 flat
+    assert kind.layer_rankings(images, labels, 2, [0, 1, 2], n=3).share.units[0] == [0, 1, 2]
+
+
 def test_layer_rankings_selectivity_matches_the_distribution_kind() -> None:
     rng = np.random.default_rng(4)
     labels = np.repeat(np.arange(3), 4)  # 12 images, 3 classes
@@ -112,7 +122,13 @@ def add_classes(root: Path, net: str, ckpt: str, units: int = 12) -> ClassesDoc:
             off, n = acts[1]["offsets"][name], acts[1]["units"][name]
             x = acts[0][:, off : off + n]
         layers[name] = kind.layer_rankings(
-            mined[f"{name}/images"], labels, len(ds.class_names), m.shown_units[name], units, x
+            mined[f"{name}/images"],
+            labels,
+            len(ds.class_names),
+            m.shown_units[name],
+            units,
+            x,
+            mined[f"{name}/values"],
         )
     doc = kind.document(kind.Result(units=units, top_k=m.top_k, activations=acts is not None, layers=layers))
     store.write_analysis(net, ckpt, doc)

@@ -5,7 +5,9 @@ For every layer, the units with pages (``ctx.shown``) are ranked per class twice
 - **share**: the rank-weighted share of the class among the unit's top-k images, with the class
   histograms' weighting (:mod:`sitegen.analyses.class_hist`): the rank-r image weighs ``k + 1 - r``,
   divided by the total weight of the unit's filled slots, so a unit's shares sum to 1 (empty
-  slots, image -1, are left out). A unit whose top-k are all of the class scores 1.
+  slots, image -1, are left out). A unit whose top-k are all of the class scores 1. A unit whose
+  top-k values are all equal (dead, or constant: its top-k are mining's tie-break, the lowest image
+  indices, i.e. the first class) is not ranked.
 - **selectivity** (Morcos et al. 2018, eq. 1): ``(μ_max − μ_−max) / (μ_max + μ_−max)`` over the
   unit's class means of its per-image maxima (``activations.npy``, read in blocks of columns),
   with the same functions as the distribution kind
@@ -44,6 +46,7 @@ __all__ = [
     "Result",
     "best_units",
     "document",
+    "flat_topk",
     "layer_rankings",
     "run",
     "save",
@@ -135,6 +138,23 @@ class Result:
     layers: dict[str, LayerRankings]
 
 
+def flat_topk(topk_values: np.ndarray, topk_images: np.ndarray) -> np.ndarray:
+    """``bool[U]``: units whose filled top-k values are all equal (at least two filled slots).
+
+    Such a unit (dead, or constant on the probe set) ties on more images than it keeps: its top-k
+    are the tie-break's (the lowest image indices, mining's order), so their classes say nothing.
+
+    Example:
+        >>> flat_topk(np.array([[2.0, 2.0, 2.0], [3.0, 1.0, 0.0], [1.0, 0.0, 0.0]]),
+        ...           np.array([[0, 1, 2], [4, 5, 6], [7, -1, -1]])).tolist()
+        [True, False, False]
+    """
+    values = np.asarray(topk_values)
+    filled = (np.asarray(topk_images) >= 0).sum(axis=1)
+    last = values[np.arange(len(values)), np.maximum(filled - 1, 0)]
+    return (filled > 1) & (values[:, 0] == last) if values.size else np.zeros(len(values), dtype=bool)
+
+
 def layer_rankings(
     topk_images: np.ndarray,
     labels: np.ndarray,
@@ -142,6 +162,7 @@ def layer_rankings(
     shown: list[int],
     n: int,
     x_all: np.ndarray | LayerColumns | None = None,
+    topk_values: np.ndarray | None = None,
 ) -> LayerRankings:
     """Both rankings of one layer's shown units.
 
@@ -153,10 +174,14 @@ def layer_rankings(
         n: kept per class.
         x_all: the layer's ``[N, U]`` columns of ``activations.npy``: an array or a
             :class:`~sitegen.mine.LayerColumns`; None: no selectivity.
+        topk_values: ``float[U, k]`` their values: units with a flat top-k (:func:`flat_topk`)
+            get no share; None: every unit is ranked.
     """
     units = np.array(sorted(shown), dtype=np.int64)
     images = np.asarray(topk_images)[units]
     tl = np.where(images >= 0, labels[np.clip(images, 0, None)], -1) if len(labels) else images
+    if topk_values is not None:
+        tl = np.where(flat_topk(np.asarray(topk_values)[units], images)[:, None], -1, tl)
     share = best_units(unit_shares(tl, num_classes), units, n)
     sel = None
     if x_all is not None and num_classes > 1 and len(labels) and len(units):
@@ -199,7 +224,9 @@ def run(ctx: Context, mined: Mined, params: Params) -> Result | None:
         top_k = topk.images.shape[1]
         # read with pread in blocks of columns (mine.LayerColumns), never a memory map (RSS)
         x = acts.layer(name) if acts is not None and name in acts.offsets else None
-        out[name] = layer_rankings(topk.images, labels, len(ctx.class_names), shown, params.units, x)
+        out[name] = layer_rankings(
+            topk.images, labels, len(ctx.class_names), shown, params.units, x, topk.values
+        )
         ctx.progress("classes", len(out), len(mined.layers))
     if not out:
         return None
