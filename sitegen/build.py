@@ -1023,6 +1023,7 @@ def _layer_sprites(
     layout: SpriteLayout | None = None
     t_patch = t_recon = 0.0
     done_pairs = 0
+    scratch: list[torch.Tensor] = []  # the image buffer, reused by the layer's chunks
     for c0 in range(0, len(units), chunk):
         part = units[c0 : c0 + chunk]
         t = time.perf_counter()
@@ -1046,6 +1047,7 @@ def _layer_sprites(
                     grayscale=grayscale,
                     progress=functools.partial(_shifted, pairs, done_pairs),
                     pixels=image_cache.pixels,
+                    scratch=scratch,
                 )
             )
             done_pairs += int((topk.images[part] >= 0).sum())

@@ -55,3 +55,35 @@ def test_pixels_give_the_same_tiles_as_float_images(
     assert isinstance(plain, np.ndarray) and isinstance(fast, np.ndarray)
     assert np.array_equal(plain, fast)
     assert (plain != 128).any(), "something was drawn"
+
+
+def test_scratch_buffer_is_reused_across_calls_with_the_same_tiles() -> None:
+    """A layer's chunks share one image buffer (no fresh page faults per chunk); tiles unchanged."""
+    torch.manual_seed(0)
+    loaded = _loaded(_TinyClassifier().eval(), 32)
+    raw = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    info = loaded.layer("conv3")
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 6, size=(info.units, 3))
+    rows = rng.integers(0, 7, size=images.shape).astype(np.int32)
+    cols = rng.integers(0, 7, size=images.shape).astype(np.int32)
+    topk = _TopK(images, rows, cols)
+    units = list(range(info.units))
+    whole = reconstruct_topk(loaded, lambda i: raw[i].float().div_(255), info, topk, units, image_size=32)
+    scratch: list[torch.Tensor] = []
+    parts, pointers = [], []
+    for c0 in range(0, len(units), 3):
+        out = reconstruct_topk(
+            loaded,
+            lambda i: raw[i].float(),
+            info,
+            topk,
+            units[c0 : c0 + 3],
+            image_size=32,
+            pixels=lambda i: raw[i],
+            scratch=scratch,
+        )
+        parts.append(out)
+        pointers.append(scratch[0].data_ptr())
+    assert np.array_equal(np.concatenate(parts), whole)
+    assert len(set(pointers)) == 1, "one buffer for every chunk"

@@ -330,6 +330,7 @@ def reconstruct_topk(
     progress: Callable[[int, int], None] | None = None,
     grayscale: bool = False,
     pixels: Callable[[int], Tensor] | None = None,
+    scratch: list[Tensor] | None = None,
 ) -> np.ndarray | TileFile:
     """Reconstructions of each unit's top-k entries, as sprite tiles matching the patches.
 
@@ -359,6 +360,9 @@ def reconstruct_topk(
             not called): a block's images are copied as bytes and converted once, ``x.float() / 255``
             as the probe split does, so the values are the same bits (loading went from 0.5 to
             about 0.1 ms an image at 224 px: a third of conv2's reconstruction time before).
+        scratch: a list the caller keeps between calls (e.g. the chunks of one layer): the image
+            buffer is kept there and reused, as a new one page-faults on first touch (up to ~1 ms an
+            image on a busy machine). Empty it to free the memory.
 
     Returns:
         uint8 ``[len(units), k, cell, cell, 3]``; empty entries are mid-grey. Past
@@ -394,13 +398,18 @@ def reconstruct_topk(
     # one block's images, normalized, in a buffer reused from block to block: a fresh tensor of
     # ~100 MB per block is mapped anew each time, and its page faults cost more than the copy
     # (profiled: 2 ms an image at 224 px on this 2-core VM, more than a conv2 pair's backward)
-    buffer: list[Tensor] = []
+    buffer: list[Tensor] = [] if scratch is None else scratch
 
     def load(indices: Sequence[int] | np.ndarray, capacity: int) -> Tensor:
         if pixels is not None:
             return _normalize(_load_pixels(pixels, indices, capacity, dev, buffer))
         ims = [images_by_index(int(i)).to(dev, torch.float32) for i in indices]
-        if not buffer or buffer[0].shape[0] < len(ims) or buffer[0].shape[1:] != ims[0].shape:
+        if (
+            not buffer
+            or buffer[0].shape[0] < len(ims)
+            or buffer[0].shape[1:] != ims[0].shape
+            or buffer[0].device != dev
+        ):
             buffer[:] = [torch.empty((capacity, *ims[0].shape), dtype=torch.float32, device=dev)]
         batch = buffer[0][: len(ims)]
         if batch.device.type == "cpu":  # one thread: on busy cores each of torch's parallel copies
@@ -486,7 +495,7 @@ def _load_pixels(
     """
     first = pixels(int(indices[0]))
     n, shape = len(indices), tuple(first.shape)
-    if not buffer or buffer[0].shape[0] < n or tuple(buffer[0].shape[1:]) != shape:
+    if not buffer or buffer[0].shape[0] < n or tuple(buffer[0].shape[1:]) != shape or buffer[0].device != dev:
         buffer[:] = [torch.empty((capacity, *shape), dtype=torch.float32, device=dev)]
     batch = buffer[0][:n]
     ims = (first if q == 0 else pixels(int(i)) for q, i in enumerate(indices))
