@@ -259,3 +259,28 @@ def test_section_lists_peers_with_links_and_states_constant_units() -> None:
     dead = unit(doc, UnitPage("conv2", 3, "net/conv2/", peer), None)  # type: ignore[arg-type]
     assert dead is not None and dead.groups == () and "undefined" in dead.note
     assert unit(doc, UnitPage("conv2", 2, "net/conv2/"), None) is None  # type: ignore[arg-type]
+
+
+def test_compare_view_shows_only_the_shown_pairs_and_says_how() -> None:
+    from sitegen.render.similarity import compare_cka
+    from sitegen.store.formats import CkaDoc
+
+    doc = CkaDoc.model_validate(
+        {
+            "dataset": "d",
+            "images": 400,
+            "keys": {"a@1": "k1", "b@2": "k2", "c@3": "k3"},
+            "pairs": [
+                {"a": "a@1", "b": "b@2", "layers_a": ["conv1", "fc"], "layers_b": ["x", "fc"],
+                 "cka": [[0.5, None], [0.25, 0.75]]},
+                {"a": "a@1", "b": "c@3", "layers_a": ["conv1"], "layers_b": ["y"], "cka": [[0.1]]},
+            ],
+        }
+    )
+    sec = compare_cka(doc, ["a@1", "b@2"])
+    (v,) = sec.views
+    assert v.title == "a vs b" and v.diagonal == "same-named layers (fc): mean CKA 0.75"
+    z = v.figure.spec["data"][0]["z"]
+    assert z == [[0.5, None], [0.25, 0.75]] and v.figure.spec["data"][0]["zmax"] == 1
+    assert "400 probe images" in sec.note and "max-pooled" in sec.note
+    assert compare_cka(None, ["a@1"]).views == () and "activations" in compare_cka(None, []).note

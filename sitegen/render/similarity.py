@@ -54,8 +54,14 @@ def _height(rows: int) -> int:
 
 def _diagonal(m: np.ndarray, layers_a: Sequence[str], layers_b: Sequence[str]) -> str:
     pos = {n: j for j, n in enumerate(layers_b)}
-    vals = [m[i, pos[n]] for i, n in enumerate(layers_a) if n in pos and np.isfinite(m[i, pos[n]])]
-    return f"mean CKA of same-named layers {np.mean(vals):.2f}" if vals else ""
+    pairs = [(n, m[i, pos[n]]) for i, n in enumerate(layers_a) if n in pos and np.isfinite(m[i, pos[n]])]
+    if not pairs:
+        return ""
+    mean = np.mean([v for _, v in pairs])
+    if list(layers_a) == list(layers_b):
+        return f"each layer with itself: mean CKA {mean:.2f}"
+    names = ", ".join(n for n, _ in pairs) if len(pairs) <= 4 else f"{len(pairs)} layers"
+    return f"same-named layers ({names}): mean CKA {mean:.2f}"
 
 
 def _view(fig_id: str, cka: np.ndarray, la: Sequence[str], lb: Sequence[str], a: str, b: str) -> CkaView:
