@@ -46,7 +46,7 @@ from sitegen.data import (
 )
 from sitegen.diff import DiffSide, diff_name, diff_stores, write_diff
 from sitegen.errors import DeviceError, SpecError, StoreError
-from sitegen.mine import Activations, LayerTopK, Mined, mine
+from sitegen.mine import LayerTopK, Mined, mine
 from sitegen.models import (
     LoadedModel,
     build_model,
@@ -59,6 +59,7 @@ from sitegen.models import (
 from sitegen.plan import check_spec_against_models, unit_problems
 from sitegen.spec import NetworkSpec, Spec, load_spec
 from sitegen.store import Store, codecs
+from sitegen.store.activations import ACTIVATIONS, ACTIVATIONS_JSON, Activations, stored_activations
 from sitegen.store.manifest import (
     EVOLUTION_UNITS,
     BuildRecord,
@@ -941,21 +942,6 @@ def _refresh_analyses(
     )
     store.write_manifest(updated)
     return updated
-
-
-#: The per-image activations of a checkpoint entry (issue 15) and their layer offsets.
-ACTIVATIONS = "activations.npy"
-ACTIVATIONS_JSON = "activations.json"
-
-
-def stored_activations(ck_dir: Path) -> Activations | None:
-    """An entry's ``activations.npy`` as :class:`Activations` (None: not written, or unreadable)."""
-    try:
-        doc = codecs.read_json(ck_dir / ACTIVATIONS_JSON)
-        acts = Activations.from_json(ck_dir, doc)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    return acts if acts.path.is_file() else None
 
 
 def _keep_activations(ck_dir: Path, mined: Mined, label: str) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
@@ -24,48 +23,17 @@ import numpy as np
 
 from sitegen.analyses.similarity import cka_matrix
 from sitegen.errors import StoreError
-from sitegen.store import Store, codecs, read_analysis
+from sitegen.store import Store, read_analysis
+from sitegen.store.activations import Activations, stored_activations
 from sitegen.store.formats import CkaDoc, CkaPair
 
-__all__ = ["StoredActivations", "cka_between", "cka_path", "read_cka", "stored_activations", "write_compares"]
+__all__ = ["cka_between", "cka_path", "read_cka", "write_compares"]
 
 log = logging.getLogger("sitegen")
 
 
-@dataclass(frozen=True)
-class StoredActivations:
-    """An entry's ``activations.npy`` (memory-mapped, float16 ``[N, total units]``) and its columns."""
-
-    array: np.ndarray
-    offsets: dict[str, int]
-    units: dict[str, int]
-
-    @property
-    def images(self) -> int:
-        return int(self.array.shape[0])
-
-    def layer(self, name: str) -> np.ndarray:
-        start = self.offsets[name]
-        return self.array[:, start : start + self.units[name]]
-
-
-def stored_activations(ck_dir: Path) -> StoredActivations | None:
-    """The entry's per-image activations (None: not written, e.g. ``analyses.activations`` off)."""
-    try:
-        doc = codecs.read_json(ck_dir / "activations.json")
-        path = ck_dir / str(doc["file"])
-        array = np.load(path, mmap_mode="r")
-        offsets = {str(k): int(v) for k, v in doc["offsets"].items()}
-        units = {str(k): int(v) for k, v in doc["units"].items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    if array.ndim != 2 or any(offsets[k] + units[k] > array.shape[1] for k in offsets if k in units):
-        return None
-    return StoredActivations(array, offsets, units)
-
-
 def cka_between(
-    a: StoredActivations | None, layers_a: Sequence[str], b: StoredActivations | None, layers_b: Sequence[str]
+    a: Activations | None, layers_a: Sequence[str], b: Activations | None, layers_b: Sequence[str]
 ) -> np.ndarray | None:
     """CKA ``[len(layers_a), len(layers_b)]`` of two entries' layers; None when either has no per-image
     activations (or a layer is missing) or they were probed on different numbers of images."""

@@ -51,9 +51,10 @@ import numpy as np
 
 from sitegen import __version__
 from sitegen.analyses.similarity import assignment, correlation_matrix
-from sitegen.compare import StoredActivations, cka_between, stored_activations
+from sitegen.compare import cka_between
 from sitegen.errors import DiffError, StoreError
 from sitegen.store import Store, codecs
+from sitegen.store.activations import Activations, stored_activations
 from sitegen.store.manifest import FORMAT, CheckpointManifest, DiffRef, NetworkRecord
 
 __all__ = [
@@ -396,7 +397,7 @@ class _Loaded:
     classes: dict[str, np.ndarray]
     weights: dict[str, np.ndarray] | None
     layers: tuple[tuple[str, int], ...]
-    acts: StoredActivations | None
+    acts: Activations | None
 
 
 def _networks_in(store: Store) -> list[str]:

@@ -66,6 +66,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from sitegen import _distributed
 from sitegen.errors import ModelError
 from sitegen.models._api import LayerInfo, LoadedModel
+from sitegen.store.activations import Activations, LayerColumns
 
 __all__ = ["Activations", "LayerColumns", "LayerTopK", "Mined", "mine"]
 
@@ -103,47 +104,6 @@ class LayerTopK:
     def k(self) -> int:
         """Slots per unit."""
         return int(self.images.shape[1])
-
-
-@dataclass(frozen=True, slots=True)
-class Activations:
-    """Where the per-image maxima of every unit lie: a float16 ``.npy`` ``[N, total units]``.
-
-    Attributes:
-        path: the ``.npy`` file (read it memory-mapped: :meth:`open`).
-        offsets: layer -> its first column, in layer-table order.
-        units: layer -> its number of columns.
-    """
-
-    path: Path
-    offsets: dict[str, int]
-    units: dict[str, int]
-
-    @property
-    def columns(self) -> int:
-        """Total units (columns) over all layers."""
-        return sum(self.units.values())
-
-    def open(self) -> np.ndarray:
-        """The whole array, memory-mapped read-only."""
-        return np.load(self.path, mmap_mode="r")
-
-    def layer(self, name: str, array: np.ndarray | None = None) -> np.ndarray | LayerColumns:
-        """One layer's ``[N, U]`` columns: a view of ``array``, or (none given) a
-        :class:`LayerColumns` that reads blocks of them from the file with ``pread``."""
-        start = self.offsets[name]
-        if array is None:
-            return LayerColumns(self.path, start, self.units[name])
-        return array[:, start : start + self.units[name]]
-
-    def to_json(self) -> dict:
-        """``{"file", "offsets", "units"}`` (what the store and the resume marker keep)."""
-        return {"file": self.path.name, "offsets": dict(self.offsets), "units": dict(self.units)}
-
-    @classmethod
-    def from_json(cls, folder: Path, doc: dict) -> Activations:
-        offsets = {k: int(v) for k, v in doc["offsets"].items()}
-        return cls(folder / doc["file"], offsets, {k: int(v) for k, v in doc["units"].items()})
 
 
 @dataclass(frozen=True)
@@ -291,60 +251,6 @@ def _open_activations(path: Path, n: int, table: _Table, rank: int, world: int) 
         del created  # only the header and the file's size: rows are written with pwrite below
     _distributed.barrier()
     return _RowWriter(path)
-
-
-class LayerColumns:
-    """Columns ``[start, start + units)`` of a float16 ``.npy`` ``[N, total]``, read on indexing.
-
-    ``cols[:, a:b]`` returns a float16 ``[N, b - a]`` array read with ``pread`` in chunks of rows, so
-    the process holds only what it asked for. A memory map does not: a layer's columns are a few
-    bytes of every row, and the kernel maps the pages around each fault (fault-around), so reading
-    any layer through a map brings the whole file into the process's RSS (10,000 alexnet images:
-    +191 MB; issue 13's "RSS flat in the probe set").
-    """
-
-    CHUNK = 8 << 20  # bytes of rows per read
-
-    def __init__(self, path: Path, start: int, units: int) -> None:
-        with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            fmt = np.lib.format
-            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-            shape, fortran, dtype = read(f)
-            self._offset = f.tell()
-        if fortran or np.dtype(dtype) != np.float16 or len(shape) != 2:
-            raise ValueError(f"{path}: expected a C-ordered float16 [N, units] array, got {dtype} {shape}")
-        self.path, self.start, self.total = path, start, int(shape[1])
-        self.shape = (int(shape[0]), units)
-        self.dtype = np.dtype(np.float16)
-
-    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
-        rows, cols = key
-        if rows != slice(None) or cols.step not in (None, 1):
-            raise IndexError("LayerColumns supports [:, a:b] only")
-        a, b, _ = cols.indices(self.shape[1])
-        b = max(a, b)
-        n, row_bytes = self.shape[0], self.total * 2
-        out = np.empty((n, b - a), dtype=np.float16)
-        if b == a or n == 0:
-            return out
-        step = max(1, self.CHUNK // max(row_bytes, 1))
-        with open(self.path, "rb", buffering=0) as f:
-            fd = f.fileno()
-            for r0 in range(0, n, step):
-                r1 = min(n, r0 + step)
-                # from row r0's first wanted column to row r1 - 1's last: one read per chunk
-                first = self._offset + (r0 * self.total + self.start + a) * 2
-                length = ((r1 - r0 - 1) * self.total + (b - a)) * 2
-                buf = os.pread(fd, length, first)
-                if len(buf) != length:
-                    raise OSError(f"{self.path}: short read (file truncated?)")
-                flat = np.frombuffer(buf + b"\0" * (self.total * 2 - (b - a) * 2), dtype=np.float16)
-                out[r0:r1] = flat.reshape(r1 - r0, self.total)[:, : b - a]
-        return out
-
-    def __len__(self) -> int:
-        return self.shape[0]
 
 
 class _RowWriter:

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sitegen.build import build, stored_activations
+from sitegen.build import build
 from sitegen.spec import load_spec
 from sitegen.store import Store
+from sitegen.store.activations import stored_activations
 from sitegen.store.formats import DistributionDoc
 
 SPEC = """\

@@ -17,9 +17,10 @@ from typer.testing import CliRunner
 
 from sitegen.analyses.similarity import correlation_matrix, linear_cka
 from sitegen.cli import app
-from sitegen.compare import read_cka, stored_activations
+from sitegen.compare import read_cka
 from sitegen.diff import read_diff
 from sitegen.store import Store
+from sitegen.store.activations import stored_activations
 from sitegen.store.formats import SimilarDoc
 
 SPEC = """\
@@ -70,7 +71,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _layers(store: Store, net: str) -> tuple[list[str], np.ndarray, dict[str, int], dict[str, int]]:
     acts = stored_activations(store.checkpoint_dir(net, "epoch-1"))
     assert acts is not None
-    return store.read_manifest(net, "epoch-1").layers, np.asarray(acts.array), acts.offsets, acts.units
+    return store.read_manifest(net, "epoch-1").layers, np.asarray(acts.open()), acts.offsets, acts.units
 
 
 def test_compare_cka_is_stored_and_equals_the_direct_formula(built: Path) -> None:
