@@ -179,7 +179,7 @@ def layer(doc: EffectDoc, page: LayerPage, files: Files) -> LayerView | None:
             "logit contribution, max over classes of W[c, j] × mean activation (a large weight on a unit "
             "that rarely fires does little; the unit grid sorts by it too). Class: the one it raises most."
         )
-        heads: tuple[str, ...] = ("W × mean", "W", "mean activation")
+        heads: tuple[str, ...] = ("W × mean", "W", "mean")
         scores = {u: f"{v:.4g}" for u, v in enumerate(d.contribution)}
         title = "Largest direct effects on the class logits"
         return LayerView(title, heads, rows, note, scores, "direct effect, high first")
@@ -201,7 +201,7 @@ def layer(doc: EffectDoc, page: LayerPage, files: Files) -> LayerView | None:
         f"images (intact accuracy {100 * a.base_accuracy:.1f}%); ranked by the accuracy it costs (the unit "
         "grid sorts by its mean true-class logit drop). Class: the one whose true-class logit drops most."
     )
-    heads = ("accuracy", "true-class logit")
+    heads = ("Δ accuracy", "Δ true-class logit")
     scores = {u: f"{v:.4g}" for u, v in zip(a.units, a.logit_drop, strict=True)}
     label = "ablation effect, high first"
     return LayerView("Units whose ablation costs most", heads, rows, note, scores, label)
