@@ -145,21 +145,6 @@ class Browser:
         return page
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    _require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        page = chromium.new_page(viewport={"width": 1400, "height": 900})
-        page.set_default_timeout(60_000)  # plotly.min.js takes seconds to parse on 2 busy cores
-        try:
-            yield Browser(page)
-        finally:
-            chromium.close()
-
-
 @pytest.mark.parametrize("kind", list(PAGES))
 def test_page_loads_clean(browser: Browser, served: tuple[str, Path], kind: str) -> None:
     base, _site = served

@@ -430,11 +430,7 @@ def test_unit_page_lists_the_outlines(masks_site) -> None:  # type: ignore[no-un
 
 
 @pytest.mark.browser
-def test_outline_toggle_shows_hides_and_sticks(masks_site) -> None:  # type: ignore[no-untyped-def]
-    chromium_path = Path("/usr/bin/chromium")
-    if not chromium_path.exists():
-        pytest.skip("chromium missing")
-    sync_api = pytest.importorskip("playwright.sync_api")
+def test_outline_toggle_shows_hides_and_sticks(masks_site, chromium) -> None:  # type: ignore[no-untyped-def]
     base, _ = masks_site
     artifacts = Path(__file__).resolve().parent.parent / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
@@ -443,39 +439,38 @@ def test_outline_toggle_shows_hides_and_sticks(masks_site) -> None:  # type: ign
         "Array.from(document.querySelectorAll('svg.mask'))"
         ".filter(s => s.getBoundingClientRect().width > 0).length"
     )
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(chromium_path), args=["--no-sandbox"])
-        try:
-            page = chromium.new_page(viewport={"width": 1920, "height": 1080})
-            errors: list[str] = []
-            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(url)
-            page.wait_for_load_state("load")
-            assert page.evaluate(visible) == 18  # on by default
-            # the outline's svg covers its image / patch exactly (the viewBox does the mapping)
-            fit = page.evaluate(
-                """Array.from(document.querySelectorAll('svg.mask')).map(s => {
-                     const a = s.getBoundingClientRect(), b = s.parentElement.getBoundingClientRect();
-                     return Math.max(Math.abs(a.left - b.left), Math.abs(a.width - b.width)); })"""
-            )
-            assert max(fit) <= 2.5, fit
-            page.screenshot(path=str(artifacts / "masks-unit-1920.png"), full_page=False)
-            button = page.locator("[data-outline-toggle]")
-            page.keyboard.press("a")
-            assert page.evaluate(visible) == 0 and button.get_attribute("aria-pressed") == "false"
-            page.reload()
-            page.wait_for_load_state("load")
-            assert page.evaluate(visible) == 0  # sticky
-            button.click()
-            assert page.evaluate(visible) == 18 and button.get_attribute("aria-pressed") == "true"
-            page.set_viewport_size({"width": 390, "height": 844})
-            page.reload()
-            page.wait_for_load_state("load")
-            assert page.evaluate(visible) == 18
-            overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-            assert overflow <= 0, overflow
-            page.screenshot(path=str(artifacts / "masks-unit-390.png"), full_page=False)
-            assert errors == []
-        finally:
-            chromium.close()
+    # one chromium per session (tests/test_browser.py's fixture): playwright's sync API allows one
+    page = chromium.new_page(viewport={"width": 1920, "height": 1080})
+    try:
+        errors: list[str] = []
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url)
+        page.wait_for_load_state("load")
+        assert page.evaluate(visible) == 18  # on by default
+        # the outline's svg covers its image / patch exactly (the viewBox does the mapping)
+        fit = page.evaluate(
+            """Array.from(document.querySelectorAll('svg.mask')).map(s => {
+                 const a = s.getBoundingClientRect(), b = s.parentElement.getBoundingClientRect();
+                 return Math.max(Math.abs(a.left - b.left), Math.abs(a.width - b.width)); })"""
+        )
+        assert max(fit) <= 2.5, fit
+        page.screenshot(path=str(artifacts / "masks-unit-1920.png"), full_page=False)
+        button = page.locator("[data-outline-toggle]")
+        page.keyboard.press("a")
+        assert page.evaluate(visible) == 0 and button.get_attribute("aria-pressed") == "false"
+        page.reload()
+        page.wait_for_load_state("load")
+        assert page.evaluate(visible) == 0  # sticky
+        button.click()
+        assert page.evaluate(visible) == 18 and button.get_attribute("aria-pressed") == "true"
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.reload()
+        page.wait_for_load_state("load")
+        assert page.evaluate(visible) == 18
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, overflow
+        page.screenshot(path=str(artifacts / "masks-unit-390.png"), full_page=False)
+        assert errors == []
+    finally:
+        page.close()

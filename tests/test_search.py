@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 from fixture_store import XSS_CLASS, add_distribution, make_fixture_store
 from test_browser import _OVERFLOW, ARTIFACTS, VIEWPORTS, Browser, _Quiet
-from test_browser import browser as browser  # noqa: F401  (the shared chromium page, a fixture)
 
 from sitegen.render import render_site
 from sitegen.render.search import GLOBAL, INDEX_PATH, search_index, search_script

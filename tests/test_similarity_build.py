@@ -148,20 +148,15 @@ def test_a_rebuild_keeps_the_cka_document(built: Path, tmp_path: Path) -> None:
 
 @pytest.mark.browser
 @pytest.mark.parametrize("width", [1920, 390])
-def test_cka_heatmaps_draw_in_a_browser(built: Path, width: int) -> None:
+def test_cka_heatmaps_draw_in_a_browser(built: Path, width: int, chromium) -> None:  # type: ignore[no-untyped-def]
     """The compare and diff pages draw their heatmaps from file:// without errors or overflow."""
-    chromium = Path("/usr/bin/chromium")
-    if not chromium.exists():
-        pytest.skip(f"{chromium} is missing")
-    sync = pytest.importorskip("playwright.sync_api")
     site = built / "output" / "site"
     (ref,) = Store(built / "output" / "store").read_build().diffs
-    with sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(chromium))
-        page = browser.new_page(viewport={"width": width, "height": 900})
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
+    page = chromium.new_page(viewport={"width": width, "height": 900})
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
         for rel in ("compare/d.html", f"diff/{ref.name}/index.html"):
             page.goto((site / rel).as_uri())
             page.wait_for_selector("#cka .main-svg", timeout=15000)
@@ -169,5 +164,6 @@ def test_cka_heatmaps_draw_in_a_browser(built: Path, width: int) -> None:
             el = "document.documentElement"
             over = page.evaluate(f"{el}.scrollWidth - {el}.clientWidth")
             assert over <= 0, (rel, over)
-        browser.close()
+    finally:
+        page.close()
     assert errors == []
