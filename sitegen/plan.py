@@ -11,7 +11,6 @@ calls it before loading data, training or mining (issue 11): a typo costs second
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence, Set
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +22,7 @@ from sitegen.data import list_classes
 from sitegen.errors import DataError, ModelError, SpecError, StoreError
 from sitegen.models import LayerInfo, build_model, check_weights, layer_table, weights_meta
 from sitegen.models.checkpoint import is_weights_name
-from sitegen.spec import NetworkSpec, Spec
+from sitegen.spec import NetworkSpec, Spec, problems_by_line
 from sitegen.store import Store
 
 __all__ = ["check_spec_against_models", "check_output", "unit_problems", "checkpoint_names"]
@@ -66,18 +65,8 @@ def check_spec_against_models(spec: Spec) -> dict[str, tuple[LayerInfo, ...]]:
         if table is not None:
             tables[net_name] = table
     if problems:
-        raise SpecError(_by_line(problems))
+        raise SpecError(problems_by_line(problems))
     return tables
-
-
-def _by_line(problems: list[str]) -> list[str]:
-    """In file order (``file:line: ...``; stable), duplicates dropped: one line per problem."""
-
-    def line(p: str) -> int:
-        m = re.match(r"^[^:]*:(\d+)", p)
-        return int(m.group(1)) if m else 0
-
-    return sorted(dict.fromkeys(problems), key=line)
 
 
 def check_output(spec: Spec) -> list[str]:

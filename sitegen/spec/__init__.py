@@ -54,7 +54,7 @@ from sitegen.spec.inputs import (
     UnitChoice,
 )
 from sitegen.spec.load import load_spec, make_importable, parse_spec
-from sitegen.spec.messages import format_validation_errors
+from sitegen.spec.messages import format_validation_errors, problems_by_line
 from sitegen.spec.root import DiffSpec, PublishSpec, Spec, json_schema
 from sitegen.spec.source import SpecSource
 
@@ -67,6 +67,7 @@ __all__ = [
     "SpecSource",
     "ArchCheck",
     "format_validation_errors",
+    "problems_by_line",
     "NAME_PATTERN",
     "NAME_HELP",
     "DatasetSpec",

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from sitegen.errors import SpecError
 from sitegen.spec.checks import ArchCheck, _cross_checks, _looks_like_path
-from sitegen.spec.messages import _by_line, format_validation_errors
+from sitegen.spec.messages import format_validation_errors, problems_by_line
 from sitegen.spec.root import Spec
 from sitegen.spec.source import SpecSource, _dotted, _node_lines
 
@@ -77,7 +77,7 @@ def parse_spec(
         problems += format_validation_errors(e, data, source)
     problems += _cross_checks(data, source, arch_check)
     if problems:
-        raise SpecError(_by_line(problems))
+        raise SpecError(problems_by_line(problems))
     assert spec is not None
     spec._source = source
     return spec

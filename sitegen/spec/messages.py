@@ -112,8 +112,8 @@ def format_validation_errors(exc: ValidationError, data: Any, source: SpecSource
     return out
 
 
-def _by_line(problems: list[str]) -> list[str]:
-    """Problems in file order (stable), duplicates dropped."""
+def problems_by_line(problems: list[str]) -> list[str]:
+    """``file:line: ...`` problems in file order (stable), duplicates dropped: one line per problem."""
 
     def line(p: str) -> int:
         m = re.match(r"^[^:]*:(\d+)", p)
