@@ -210,6 +210,14 @@ def test_not_a_mapping(tmp_path: Path) -> None:
     ]
 
 
+def test_sections_not_mappings(tmp_path: Path) -> None:
+    """``datasets: 3`` or a list of networks is a spec problem with its line, not a crash."""
+    assert problems("datasets: [1]\nnetworks: 3\n", tmp_path) == [
+        "experiments.yaml:1: datasets: Input should be a valid dictionary",
+        "experiments.yaml:2: networks: Input should be a valid dictionary",
+    ]
+
+
 def test_json_schema_documents_every_field() -> None:
     schema = json_schema()
     json.dumps(schema)

@@ -25,12 +25,13 @@ def _resolve_paths(data: dict, base: Path) -> None:
 
     if isinstance(data.get("output"), str) or "output" not in data:
         data["output"] = fix(data.get("output", "output"))
-    for ds in (data.get("datasets") or {}).values():
+    datasets, networks = data.get("datasets"), data.get("networks")  # a non-mapping: validation says so
+    for ds in (datasets.values() if isinstance(datasets, dict) else ()):
         if isinstance(ds, dict):
             for key in ("path", "train_path", "probe_path"):
                 if key in ds:
                     ds[key] = fix(ds[key])
-    for net in (data.get("networks") or {}).values():
+    for net in (networks.values() if isinstance(networks, dict) else ()):
         if not isinstance(net, dict):
             continue
         if isinstance(net.get("weights"), str) and _looks_like_path(net["weights"]):
