@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-import sitegen.data as data_mod
+import sitegen.data.images as images_mod
 from sitegen.data import build_data
 from sitegen.spec import DatasetSpec
 
@@ -54,7 +54,7 @@ def test_a_second_build_decodes_nothing(tmp_path: Path, monkeypatch: pytest.Monk
     def no_decode(*_a, **_k):
         raise AssertionError("a cached image must not be decoded again")
 
-    monkeypatch.setattr(data_mod, "load_image", no_decode)
+    monkeypatch.setattr(images_mod, "load_image", no_decode)  # where every decode looks it up
     again = build_data("d", _spec(root), seed=1, cache_dir=tmp_path / "cache")
     assert torch.equal(_all(again.probe), want)
     assert not list((tmp_path / "cache").glob("*probe*.u8"))[0].stat().st_size % (3 * 12 * 12)
