@@ -37,15 +37,15 @@ Decisions worth knowing:
 
 The package, one job per module: :mod:`~sitegen.data.images` (decoding, sources),
 :mod:`~sitegen.data.cache` (the on-disk cache), :mod:`~sitegen.data.bundle` (the hand-off types),
-:mod:`~sitegen.data.build` (the entries), ``_folders`` (ImageFolder trees), ``_select`` (classes
+:mod:`~sitegen.data.make` (the entries), ``_folders`` (ImageFolder trees), ``_select`` (classes
 and split), ``_fingerprint``, :mod:`~sitegen.data.stats` (queries) and
 :mod:`~sitegen.data.normalization`.
 """
 
-from sitegen.data.build import build_data, list_classes
 from sitegen.data.bundle import PRELOAD_MAX_BYTES, DataBundle, ImageSet, Triple, probe_image, probe_labels
 from sitegen.data.cache import DiskCache
 from sitegen.data.images import FORMAT, IMAGE_EXTENSIONS, load_image
+from sitegen.data.make import build_data, list_classes
 from sitegen.data.normalization import IMAGENET_MEAN, IMAGENET_STD, resolve_normalization
 from sitegen.data.stats import class_counts, dataset_stats, is_grayscale
 
