@@ -28,7 +28,8 @@ from sitegen.render._models import Chip, Img
 from sitegen.store.formats import ClassesDoc, ClassRanking
 
 if TYPE_CHECKING:
-    from sitegen.render.views import SpriteCell, _Checkpoint, _Dataset
+    from sitegen.render.views.context import LoadedCheckpoint, LoadedDataset
+    from sitegen.render.views.models import SpriteCell
     from sitegen.store.manifest import SpriteLayout
 
 __all__ = ["OVERALL", "PER_LAYER", "ClassHooks", "class_paths", "plan_class_pages"]
@@ -43,9 +44,9 @@ PATCH, IMAGE = 72, 96  # CSS px of a unit's rank-1 patch / image, and of the exe
 def class_paths(dataset_slug: str, class_names: Sequence[str]) -> list[str]:
     """Site path of each class page: ``classes/<dataset>/<class slug>.html``, slugs unique
     (case-insensitively: ``-2``, ``-3`` … on a collision; ``index`` is the dataset's class list)."""
-    from sitegen.render.views import _unique_slugs
+    from sitegen.render.views.urls import unique_slugs
 
-    slugs = _unique_slugs(list(dict.fromkeys(class_names)), frozenset({"index"}))
+    slugs = unique_slugs(list(dict.fromkeys(class_names)), frozenset({"index"}))
     seen: dict[str, int] = {}
     out = []
     for name in class_names:  # two classes of the same name (a user error) still get two pages
@@ -59,11 +60,11 @@ def class_paths(dataset_slug: str, class_names: Sequence[str]) -> list[str]:
 class ClassHooks:
     """What the page planner lends: probe images, checked sprite layouts, site files and pages."""
 
-    image: Callable[[_Dataset, int, int], Img]
-    sprite_layout: Callable[[_Checkpoint, str, Sequence[int]], SpriteLayout | None]
-    sprite_path: Callable[[_Checkpoint, str, int], Path]  # store file of a unit's sprite
+    image: Callable[[LoadedDataset, int, int], Img]
+    sprite_layout: Callable[[LoadedCheckpoint, str, Sequence[int]], SpriteLayout | None]
+    sprite_path: Callable[[LoadedCheckpoint, str, int], Path]  # store file of a unit's sprite
     add_file: Callable[[str, Path], None]
-    page: Callable[..., None]  # views._Planner._page
+    page: Callable[..., None]  # views.context.PlanContext.page
 
 
 # --- view models -------------------------------------------------------------------------------------
@@ -132,7 +133,7 @@ class IndexRow:
 class _Net:
     """One network's checkpoint as the class pages read it (per-layer lists read once)."""
 
-    ck: _Checkpoint
+    ck: LoadedCheckpoint
     order: int
     doc: ClassesDoc | None
     confusion: np.ndarray
@@ -141,8 +142,8 @@ class _Net:
 
 
 def plan_class_pages(
-    datasets: Mapping[str, _Dataset],
-    checkpoints: Sequence[_Checkpoint],
+    datasets: Mapping[str, LoadedDataset],
+    checkpoints: Sequence[LoadedCheckpoint],
     hooks: ClassHooks,
 ) -> dict[str, str]:
     """Plan every class page and each dataset's class list.
@@ -155,7 +156,7 @@ def plan_class_pages(
     Returns:
         Dataset name -> site path of its class list.
     """
-    from sitegen.render.views import Link
+    from sitegen.render.views.models import Link
 
     out = {}
     for name, ds in datasets.items():
@@ -223,8 +224,8 @@ def plan_class_pages(
     return out
 
 
-def _load(ck: _Checkpoint, order: int, n_classes: int) -> _Net:
-    from sitegen.render.views import _arr
+def _load(ck: LoadedCheckpoint, order: int, n_classes: int) -> _Net:
+    from sitegen.render.views.context import require_array
 
     doc = ck.sections.docs.get("classes") if ck.sections else None
     if doc is not None and not isinstance(doc, ClassesDoc):
@@ -237,7 +238,7 @@ def _load(ck: _Checkpoint, order: int, n_classes: int) -> _Net:
                     f"{ck.dir / 'classes.json'}: {layer} ranks {len(lay.share.units)} classes, the dataset "
                     f"has {n_classes}; rerun `sitegen build`"
                 )
-    confusion = _arr(ck.classes, "confusion", ck.dir / "classes.npz")
+    confusion = require_array(ck.classes, "confusion", ck.dir / "classes.npz")
     return _Net(ck=ck, order=order, doc=doc, confusion=np.asarray(confusion), first={})
 
 
@@ -261,7 +262,7 @@ def _overall(nets: Sequence[_Net], c: int, which: str, n: int) -> list[tuple[_Ne
     return [(net, li, u, -neg) for neg, _, li, u, net in pool[:n]]
 
 
-def _layer_lines(hooks: ClassHooks, ds: _Dataset, nets: Sequence[_Net], c: int) -> list[LayerLine]:
+def _layer_lines(hooks: ClassHooks, ds: LoadedDataset, nets: Sequence[_Net], c: int) -> list[LayerLine]:
     out = []
     for net in nets:
         if net.doc is None:
@@ -289,14 +290,16 @@ def _layer_lines(hooks: ClassHooks, ds: _Dataset, nets: Sequence[_Net], c: int) 
 
 
 def _best(
-    hooks: ClassHooks, ds: _Dataset, net: _Net, li: int, r: ClassRanking, c: int, which: str
+    hooks: ClassHooks, ds: LoadedDataset, net: _Net, li: int, r: ClassRanking, c: int, which: str
 ) -> tuple[ClassUnit, ...]:
     picked = zip(r.units[c][:PER_LAYER], r.values[c][:PER_LAYER], strict=True)
     return tuple(_unit(hooks, ds, net, li, u, v, which) for u, v in picked)
 
 
-def _unit(hooks: ClassHooks, ds: _Dataset, net: _Net, li: int, u: int, v: float, which: str) -> ClassUnit:
-    from sitegen.render.views import _sprite_cells
+def _unit(
+    hooks: ClassHooks, ds: LoadedDataset, net: _Net, li: int, u: int, v: float, which: str
+) -> ClassUnit:
+    from sitegen.render.views.sprites import sprite_cells
 
     ck = net.ck
     layer = ck.manifest.layers[li]
@@ -319,7 +322,7 @@ def _unit(hooks: ClassHooks, ds: _Dataset, net: _Net, li: int, u: int, v: float,
     whole = tuple(boxes[u]) == (0, 0, size, size)
     cell, src, image = None, "", None
     if sprite is not None and "patches" in sprite.panels and not whole:
-        cell = _sprite_cells(sprite, 0)[sprite.panels.index("patches")]
+        cell = sprite_cells(sprite, 0)[sprite.panels.index("patches")]
         src = f"{folder}unit-{u:04d}.webp"
         hooks.add_file(src, hooks.sprite_path(ck, layer, u))
     elif images[u] >= 0:
@@ -341,7 +344,7 @@ def _unit(hooks: ClassHooks, ds: _Dataset, net: _Net, li: int, u: int, v: float,
     )
 
 
-def _accuracy(ds: _Dataset, net: _Net, c: int) -> ClassNet:
+def _accuracy(ds: LoadedDataset, net: _Net, c: int) -> ClassNet:
     conf = net.confusion
     row, col = conf[c], conf[:, c]
     n = int(row.sum())

@@ -80,7 +80,7 @@ class PeerFinder:
 def panel_cell(
     cells: Callable[[SpriteLayout, int], Sequence],
 ) -> Callable[[SpriteLayout, int, int], tuple[str, str]]:
-    """Adapt ``views._sprite_cells`` (layout, rank) -> cells to (layout, rank, panel) -> (size, position)."""
+    """Adapt ``sprites.sprite_cells`` (layout, rank) -> cells to (layout, rank, panel) -> (size, position)."""
 
     def cell(lay: SpriteLayout, rank: int, panel: int) -> tuple[str, str]:
         c = cells(lay, rank)[panel]
