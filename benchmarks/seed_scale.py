@@ -40,7 +40,7 @@ Issue 13, item 1. In one run:
    alone, once per conv pair's crop and once per distinct fc/prob image and method) and the build
    against limit + forwards (``+fwd x``): a crop path can get near 1.0 of that, not of the limit,
    as a crop's forward costs about what its backward does (issue 13, item 2: the notes in
-   ``sitegen/analyses/reconstruct.py`` say why sharing forwards across conv layers does not pay).
+   ``sitegen/analyses/reconstruct/__init__.py`` say why sharing forwards across conv layers does not pay).
 
 Prints, per network, a table of stage seconds, peak RSS, site MB, bytes per unit and pages, then
 per layer reconstruction seconds against their limit, and the headline ratio

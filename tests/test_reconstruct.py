@@ -13,16 +13,17 @@ from torch import nn
 
 from sitegen.analyses import _crop, _hooks
 from sitegen.analyses.reconstruct import (
-    _Cone,
-    _Planner,
-    _schedule,
-    _tile_whole,
+    TileFile,
     display_cell,
     display_peak,
     reconstruct,
     reconstruct_topk,
     to_display,
 )
+from sitegen.analyses.reconstruct._cone import _Cone
+from sitegen.analyses.reconstruct._engine import _schedule
+from sitegen.analyses.reconstruct._plan import _Planner
+from sitegen.analyses.reconstruct._tiles import _tile_whole
 from sitegen.errors import ModelError
 from sitegen.models._api import LayerInfo, LoadedModel
 from sitegen.receptive_field import RF, receptive_fields, unit_box
@@ -778,9 +779,9 @@ def test_reconstruct_topk_tiles_match_reconstruct() -> None:
 @pytest.mark.parametrize("layer", ["fc1", "prob"])
 def test_reconstruct_topk_linear_layer(monkeypatch: pytest.MonkeyPatch, layer: str) -> None:
     """Whole-image tiles, image block by image block (2 images a block here): == reconstruct, shown."""
-    from sitegen.analyses import reconstruct as module
+    from sitegen.analyses.reconstruct import _topk
 
-    monkeypatch.setattr(module, "_IMAGE_BLOCK", 2)
+    monkeypatch.setattr(_topk, "_IMAGE_BLOCK", 2)  # read there, by reconstruct_topk
     torch.manual_seed(0)
     model = _TinyClassifier().eval()
     loaded = _loaded(model, 32)
@@ -830,7 +831,7 @@ def test_to_display_is_symmetric_around_grey() -> None:
 @pytest.mark.parametrize("layer", ["conv3", "fc1"])
 def test_wide_layers_keep_their_tiles_in_a_file(monkeypatch: pytest.MonkeyPatch, layer: str) -> None:
     """Past TILES_IN_RAM the tiles go to a TileFile: same tiles unit by unit, empty slots grey."""
-    from sitegen.analyses import reconstruct as module
+    from sitegen.analyses.reconstruct import _topk
 
     torch.manual_seed(0)
     loaded = _loaded(_TinyClassifier().eval(), 32)
@@ -846,9 +847,9 @@ def test_wide_layers_keep_their_tiles_in_a_file(monkeypatch: pytest.MonkeyPatch,
         return reconstruct_topk(loaded, lambda i: probe[i], info, topk, [2, 0, 1], image_size=32)
 
     in_ram = run()
-    monkeypatch.setattr(module, "TILES_IN_RAM", 1)
+    monkeypatch.setattr(_topk, "TILES_IN_RAM", 1)  # read there, by reconstruct_topk
     in_file = run()
-    assert isinstance(in_file, module.TileFile) and len(in_file) == 3
+    assert isinstance(in_file, TileFile) and len(in_file) == 3
     for j in range(3):
         np.testing.assert_array_equal(in_file[j], in_ram[j])
     assert (in_file[1][2] == 128).all(), "an empty slot reads back mid-grey"

@@ -7,8 +7,8 @@ import pytest
 import torch
 from test_reconstruct import _loaded, _TinyClassifier, _TopK
 
-from sitegen.analyses import reconstruct as module
-from sitegen.analyses.reconstruct import _load_pixels, reconstruct_topk
+from sitegen.analyses.reconstruct import _topk, reconstruct_topk
+from sitegen.analyses.reconstruct._topk import _load_pixels
 
 
 def test_uint8_conversion_is_the_probe_splits_for_every_byte() -> None:
@@ -33,7 +33,7 @@ def test_pixels_give_the_same_tiles_as_float_images(
     monkeypatch: pytest.MonkeyPatch, layer: str, method: str
 ) -> None:
     """Crop and whole-image layers, several image blocks: byte-identical tiles either way."""
-    monkeypatch.setattr(module, "_IMAGE_BLOCK", 2)
+    monkeypatch.setattr(_topk, "_IMAGE_BLOCK", 2)  # read there, by reconstruct_topk
     torch.manual_seed(0)
     loaded = _loaded(_TinyClassifier().eval(), 32)
     raw = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))

@@ -38,6 +38,8 @@ import numpy as np
 from PIL import Image
 from torch import nn
 
+from sitegen.models.layers import ACTIVATIONS
+
 __all__ = [
     "AxisCrop",
     "Span",
@@ -57,20 +59,7 @@ Box = tuple[int, int, int, int]  # (top, left, bottom, right), bottom/right excl
 SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 #: Modules that act on each position alone (BatchNorm/Dropout only in eval mode): they keep crops exact.
 POINTWISE = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.CELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Sigmoid,
-    nn.Tanh,
-    nn.Hardtanh,
-    nn.Hardswish,
+    *ACTIVATIONS,  # the layer table's activations (sitegen.models.layers: ReLU, GELU, Tanh, ...)
     nn.Hardsigmoid,
     nn.Softplus,
     nn.Identity,

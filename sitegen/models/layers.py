@@ -48,7 +48,9 @@ _POOLS = (
     nn.AdaptiveMaxPool2d,
     nn.LPPool2d,
 )
-_ACTIVATIONS = (
+#: The activation modules that end a conv/linear layer (all pointwise: :mod:`sitegen.analyses._crop`
+#: counts them among the modules that keep receptive-field crops exact).
+ACTIVATIONS = (
     nn.ReLU,
     nn.ReLU6,
     nn.LeakyReLU,
@@ -271,7 +273,7 @@ def _layer_output(events: list[_Call], i: int) -> _Call:
     for e in events[i + 1 :]:
         if isinstance(e.module, _PASS_THROUGH):
             continue
-        if isinstance(e.module, _ACTIVATIONS) and e.count == 1 and e.shape == events[i].shape:
+        if isinstance(e.module, ACTIVATIONS) and e.count == 1 and e.shape == events[i].shape:
             return e
         break
     return events[i]
