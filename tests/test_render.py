@@ -275,9 +275,12 @@ def test_unit_page_navigation_and_rf_box(site: Path, store: Path) -> None:
         style == f"top:{100 * t / 48:.2f}%;left:{100 * left / 48:.2f}%;height:{100 * (b - t) / 48:.2f}%;"
         f"width:{100 * (r - left) / 48:.2f}%"
     )
-    # Sprite cells: patches then deconvnet, positioned in percent of the 6 x 3 grid.
-    assert "background-size:600% 300%;background-position:0% 0%" in first
-    assert "background-size:600% 300%;background-position:60% 0%" in first
+    # Sprite cells: patches then deconvnet, positioned in percent of the 6 x 3 grid; the sprite and its
+    # size are named once, in the page's own rule (url() resolves against the page).
+    assert ".entries .cell{background-image:url('unit-0000.webp');background-size:600% 300%}" in first
+    assert 'style="background-position:0% 0%"' in first
+    assert 'style="background-position:60% 0%"' in first
+    assert first.count("url('unit-0000.webp')") == 1  # not once per cell
 
 
 def test_diff_seam_is_empty_until_the_diff_stage(store: Path, site: Path) -> None:
@@ -566,10 +569,11 @@ def test_unit_pages_show_a_whole_image_patch_once(site: Path) -> None:
         assert sum(c.startswith("image") for c in cells) == 9, page
     # the panel is found by name: tiny-vgg's fc6 sprite holds deconvnet alone (3 columns wide)
     vgg = (site / "tiny-vgg/fc6/unit-0001.html").read_text(encoding="utf-8")
-    assert "background-size:300% 300%;background-position:0% 0%" in vgg
+    assert "background-size:300% 300%}" in vgg and 'style="background-position:0% 0%"' in vgg
     alex = (site / "tiny-alex/fc6/unit-0001.html").read_text(encoding="utf-8")
-    assert "background-size:600% 300%;background-position:60% 0%" in alex  # deconvnet = 2nd panel
-    assert "background-size:600% 300%;background-position:0% 0%" not in alex  # no whole-image patch
+    assert "background-size:600% 300%}" in alex
+    assert 'style="background-position:60% 0%"' in alex  # deconvnet = 2nd panel
+    assert 'style="background-position:0% 0%"' not in alex  # no whole-image patch
     prob = _cells(site / "tiny-alex/prob/unit-0001.html")
     assert prob == [c for c in prob if c.startswith("image")] and len(prob) == 9
 
