@@ -15,7 +15,7 @@ Issue 13, item 1. In one run:
    featvis and empirical RF off), deletes that run's output, and runs ``sitegen build SPEC --no-render``
    then ``sitegen render SPEC`` as subprocesses: sitegen's own CLI (``sitegen.cli.app``), started by
    this file with ``--child``, which records the process's peak RSS (VmHWM, see ``_own_peak_rss``) and,
-   for the build, wraps ``sitegen.build.reconstruct_topk`` / ``extract_patches`` in a timer to get
+   for the build, wraps ``sitegen.build.sprites.reconstruct_topk`` / ``extract_patches`` in a timer to get
    seconds per layer (per-layer keys in the manifest's timings are used instead when present).
    Stage seconds come from the store (``build.json`` and the checkpoint ``manifest.json`` timings);
    site MB per network and layer, bytes per unit and page count from walking ``output/site``.
@@ -330,7 +330,7 @@ def child_main(command: str, spec: str, out_json: str) -> None:
     ``sitegen render SPEC``, recording its own peak RSS in ``out_json``."""
     per: dict[str, Any] = {"reconstructions": {}, "patches": {}, "reconstructions_cpu": {}, "patches_cpu": {}}
     if command == "build":
-        import sitegen.build as sb
+        import sitegen.build.sprites as sb
 
         def wrap(fn: Callable, bucket: str) -> Callable:
             def timed(*args: Any, **kwargs: Any) -> Any:

@@ -44,7 +44,6 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +54,7 @@ from sitegen.compare import cka_between
 from sitegen.errors import DiffError, StoreError
 from sitegen.store import Store, codecs
 from sitegen.store.activations import Activations, stored_activations
-from sitegen.store.manifest import FORMAT, CheckpointManifest, DiffRef, NetworkRecord
+from sitegen.store.manifest import FORMAT, CheckpointManifest, DiffRef, NetworkRecord, created_now
 
 __all__ = [
     "DiffSide",
@@ -65,6 +64,7 @@ __all__ = [
     "diff_stores",
     "diff_name",
     "write_diff",
+    "file_diff",
     "read_diff",
     "resolve_side",
     "is_folder_ref",
@@ -577,7 +577,7 @@ def diff_stores(a: DiffSide, b: DiffSide) -> StoreDiff:
         accuracy_a=float(la.manifest.accuracy),
         accuracy_b=float(lb.manifest.accuracy),
         layers=tuple(layers),
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created=created_now(),
         matching="hungarian" if hungarian else "index",
         cka=cka_between(la.acts, names, lb.acts, names) if acts else None,
         images=la.acts.images if acts and la.acts is not None else 0,
@@ -717,6 +717,20 @@ def write_diff(store: Store, name: str, diff: StoreDiff) -> None:
         ],
     }
     codecs.write_json(folder / "diff.json", doc)
+
+
+def file_diff(store: Store, a: DiffSide, b: DiffSide) -> tuple[DiffRef, StoreDiff]:
+    """Diff ``a`` and ``b`` (:func:`diff_stores`) and write it into ``store`` under :func:`diff_name`.
+
+    What a build does for each of its spec's ``diffs:`` and ``sitegen diff A B`` for its pair.
+
+    Returns:
+        The :class:`DiffRef` that lists it in a ``build.json``, and the diff.
+    """
+    diff = diff_stores(a, b)
+    name = diff_name(a, b)
+    write_diff(store, name, diff)
+    return DiffRef(a=a.ref, b=b.ref, name=name), diff
 
 
 def read_diff(store: Store, name: str) -> StoreDiff:
@@ -885,11 +899,9 @@ def add_diff(a: str, b: str, *, store_root: Path | None = None) -> DiffResult:
         StoreError: B's store has no finished build, or a file is missing.
     """
     sa, sb = resolve_side(a, store_root=store_root), resolve_side(b, store_root=store_root)
-    result = diff_stores(sa, sb)
     store = Store(sb.store_root)
-    name = diff_name(sa, sb)
-    write_diff(store, name, result)
+    ref, result = file_diff(store, sa, sb)
     build = store.read_build()
-    refs = [r for r in build.diffs if r.name != name] + [DiffRef(a=sa.ref, b=sb.ref, name=name)]
+    refs = [r for r in build.diffs if r.name != ref.name] + [ref]
     store.write_build(build.model_copy(update={"diffs": refs}))
-    return DiffResult(store_root=sb.store_root, name=name, diff=result)
+    return DiffResult(store_root=sb.store_root, name=ref.name, diff=result)

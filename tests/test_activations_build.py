@@ -95,7 +95,7 @@ def test_resumed_build_keeps_the_activations(
     built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Killed after mining: the rerun reloads the mined tables AND the activations, mines nothing."""
-    import sitegen.build as build_mod
+    from sitegen.build import mining, sprites
 
     copy = tmp_path / "copy"
     shutil.copytree(built, copy)
@@ -109,12 +109,12 @@ def test_resumed_build_keeps_the_activations(
     def crash(*_a, **_k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(build_mod, "extract_patches", crash)
+    monkeypatch.setattr(sprites, "extract_patches", crash)
     with pytest.raises(KeyboardInterrupt):
         build(spec, render=False)
     assert (ck / "partial" / "activations.npy").is_file()
     monkeypatch.undo()
-    monkeypatch.setattr(build_mod, "mine", lambda *a, **k: pytest.fail("a resumed build must not mine again"))
+    monkeypatch.setattr(mining, "mine", lambda *a, **k: pytest.fail("a resumed build must not mine again"))
     assert build(spec, render=False).computed == 1
     assert (ck / "activations.npy").read_bytes() == reference
     assert (ck / "distribution.json").read_bytes() == doc_before
@@ -149,13 +149,13 @@ def test_build_log_states_the_size(built: Path, tmp_path: Path, caplog: pytest.L
 def test_changed_distribution_params_rerun_it_from_the_stored_file(
     built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import sitegen.build as build_mod
+    from sitegen.build import mining
 
     copy = tmp_path / "copy"
     shutil.copytree(built, copy)
     path = copy / "experiments.yaml"
     path.write_text(path.read_text().replace("bins: 10", "bins: 7"))
-    monkeypatch.setattr(build_mod, "mine", lambda *a, **k: pytest.fail("a refresh must not mine"))
+    monkeypatch.setattr(mining, "mine", lambda *a, **k: pytest.fail("a refresh must not mine"))
     result = build(load_spec(path), render=False)
     assert (result.computed, result.cached) == (0, 1)
     doc = _store(copy).read_analysis("net", "epoch-1", DistributionDoc)

@@ -125,7 +125,7 @@ def test_killed_build_resumes_at_the_layer_it_was_on(
 ) -> None:
     """Killed inside a checkpoint's reconstructions: the rerun mines nothing, redoes only the
     unfinished layers, and its store equals the uninterrupted build's byte for byte."""
-    import sitegen.build as build_mod
+    from sitegen.build import mining, sprites
 
     copy = tmp_path / "copy"
     shutil.copytree(built, copy)
@@ -137,7 +137,7 @@ def test_killed_build_resumes_at_the_layer_it_was_on(
     (ck / "manifest.json").unlink()
     shutil.rmtree(ck / "units")
 
-    real = build_mod.reconstruct_topk
+    real = sprites.reconstruct_topk
     calls: list[str] = []
 
     def crash_on_third(loaded, images, info, *args, **kwargs):
@@ -146,7 +146,7 @@ def test_killed_build_resumes_at_the_layer_it_was_on(
             raise KeyboardInterrupt  # as a user's Ctrl-C or a killed job
         return real(loaded, images, info, *args, **kwargs)
 
-    monkeypatch.setattr(build_mod, "reconstruct_topk", crash_on_third)
+    monkeypatch.setattr(sprites, "reconstruct_topk", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         build(spec, render=False)
     assert not (ck / "manifest.json").is_file()
@@ -157,8 +157,8 @@ def test_killed_build_resumes_at_the_layer_it_was_on(
         calls.append(args[2].name)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(build_mod, "reconstruct_topk", count)
-    monkeypatch.setattr(build_mod, "mine", lambda *a, **k: pytest.fail("a resumed build must not mine again"))
+    monkeypatch.setattr(sprites, "reconstruct_topk", count)
+    monkeypatch.setattr(mining, "mine", lambda *a, **k: pytest.fail("a resumed build must not mine again"))
     assert build(spec, render=False).computed == 1
     assert calls == layers[2:], "only the unfinished layers are reconstructed"
     assert not (ck / "partial").exists(), "resume state is dropped once the entry is complete"
@@ -216,7 +216,7 @@ def test_cached_rebuild_loads_no_model(built: Path, tmp_path: Path, monkeypatch:
     def no_load(*_a, **_k):
         raise AssertionError("a cached entry must not load its model")
 
-    monkeypatch.setattr("sitegen.build.load_model", no_load)
+    monkeypatch.setattr("sitegen.build.network.load_model", no_load)
     result = build(load_spec(copy / "experiments.yaml"), render=False)
     assert (result.computed, result.cached) == (0, 2)
     assert Store(copy / "output" / "store").read_network("net").layers == before.layers
@@ -290,9 +290,9 @@ def test_changing_one_analysis_recomputes_only_it(
     """Issue 12: each analysis document is keyed by (its checkpoint entry's inputs, its own params):
     a new ``featvis.steps`` reruns featvis only, not mining, patches, reconstructions, activation maps
     or the other analyses; the rebuild after it is a no-op."""
-    import sitegen.build as build_mod
     from sitegen.analyses import featvis as featvis_mod
     from sitegen.analyses.registry import REGISTRY
+    from sitegen.build import analyze, mining, sprites
     from sitegen.store.formats import FeatVisDoc
 
     copy = tmp_path / "copy"
@@ -307,8 +307,14 @@ def test_changing_one_analysis_recomputes_only_it(
     def boom(*_a: object, **_k: object) -> None:
         raise AssertionError("called")
 
-    for stage in ("mine", "reconstruct_topk", "extract_patches", "activation_maps", "filter_grid"):
-        monkeypatch.setattr(build_mod, stage, boom)
+    for module, stage in (
+        (mining, "mine"),
+        (sprites, "reconstruct_topk"),
+        (sprites, "extract_patches"),
+        (analyze, "activation_maps"),
+        (analyze, "filter_grid"),
+    ):
+        monkeypatch.setattr(module, stage, boom)
     for kind in REGISTRY.values():
         if kind.name != "featvis":
             monkeypatch.setattr(kind.analysis(), "run", boom)
@@ -336,7 +342,7 @@ def test_changing_one_analysis_recomputes_only_it(
 def test_turning_an_analysis_off_drops_it_without_computing(
     built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import sitegen.build as build_mod
+    from sitegen.build import network
 
     copy = tmp_path / "copy"
     shutil.copytree(built, copy)
@@ -347,7 +353,7 @@ def test_turning_an_analysis_off_drops_it_without_computing(
     def no_load(*_a: object, **_k: object) -> None:
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(build_mod, "load_model", no_load)
+    monkeypatch.setattr(network, "load_model", no_load)
     result = build(load_spec(spec_path))
     assert (result.computed, result.cached) == (0, 2)
     m = Store(copy / "output" / "store").read_manifest("net", "epoch-2")
@@ -428,7 +434,7 @@ def test_sprites_written_in_unit_chunks_equal_one_pass(
     built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Crop layers go SPRITE_CHUNK units at a time to bound RAM: the sprites are the same bytes."""
-    import sitegen.build as build_mod
+    from sitegen.build import sprites
 
     copy = tmp_path / "copy"
     shutil.copytree(built, copy)
@@ -438,7 +444,7 @@ def test_sprites_written_in_unit_chunks_equal_one_pass(
     reference = {p.relative_to(units): p.read_bytes() for p in sorted(units.rglob("*.webp"))}
     (store.checkpoint_dir("net", "epoch-2") / "manifest.json").unlink()
     shutil.rmtree(units)
-    monkeypatch.setattr(build_mod, "SPRITE_CHUNK", 1)
+    monkeypatch.setattr(sprites, "SPRITE_CHUNK", 1)
     assert build(spec, render=False).computed == 1
     again = {p.relative_to(units): p.read_bytes() for p in sorted(units.rglob("*.webp"))}
     assert again == reference and len(reference) > 10

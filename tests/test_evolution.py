@@ -14,7 +14,7 @@ def test_two_checkpoints_are_points_not_a_trajectory(n: int, mode: str) -> None:
 
 
 def test_evolution_names_checkpoints() -> None:
-    from sitegen.build import _evolution_names
+    from sitegen.build.names import _evolution_names
     from sitegen.errors import SpecError
     from sitegen.spec import Spec
 
@@ -60,7 +60,7 @@ def test_checkpoints_without_pages_get_sprites_for_the_evolution_sample_only() -
     units the evolution pages show, at any layer width."""
     from types import SimpleNamespace
 
-    from sitegen.build import _shown_units
+    from sitegen.build.names import _shown_units
     from sitegen.store.manifest import EVOLUTION_UNITS, evenly_spaced
 
     net = SimpleNamespace(units={"fc6": 40})

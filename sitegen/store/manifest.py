@@ -6,6 +6,8 @@ StoreError rather than guessing. See docs/INTERNALS.md for the layout.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from pydantic import BaseModel, ConfigDict, Field
 
 FORMAT = 1
@@ -19,6 +21,11 @@ class DiffRef(_Record):
     a: str
     b: str
     name: str
+
+
+def created_now() -> str:
+    """A record's ``created`` stamp (build, checkpoint entry, diff): now, UTC, to the second, ISO 8601."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 class BuildRecord(_Record):
