@@ -54,7 +54,8 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from sitegen.analyses.featvis import _augment, _Image, _transform_params, featvis
+from sitegen.analyses.featvis import featvis
+from sitegen.analyses.featvis._param import _augment, _Image, _transform_params
 from sitegen.models._api import LayerInfo, LoadedModel
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

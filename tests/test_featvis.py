@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 from sitegen.analyses._hooks import get_module, truncated
-from sitegen.analyses.featvis import FeatVis, _Adam, _conv_channel, _fast_max_pools, _OwnChannel, featvis
+from sitegen.analyses.featvis import FeatVis, featvis
+from sitegen.analyses.featvis._grad import _conv_channel, _fast_max_pools, _OwnChannel
+from sitegen.analyses.featvis._optim import _Adam
 from sitegen.errors import ModelError
 from sitegen.models._api import LayerInfo, LoadedModel
 
