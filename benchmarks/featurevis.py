@@ -56,7 +56,7 @@ import torchvision
 
 from sitegen.analyses.featvis import featvis
 from sitegen.analyses.featvis._param import _augment, _Image, _transform_params
-from sitegen.models._api import LayerInfo, LoadedModel
+from sitegen.models.types import LayerInfo, LoadedModel
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -38,7 +38,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from sitegen.mine import mine
-from sitegen.models._api import LayerInfo, LoadedModel
+from sitegen.models.types import LayerInfo, LoadedModel
 
 # vgg16 runs ~8 img/s on a 2-core CPU (PERFORMANCE.md): fewer images keep the default run short.
 DEFAULT_IMAGES = {"alexnet": 320, "vgg16": 64}

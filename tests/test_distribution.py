@@ -16,7 +16,7 @@ from fixture_store import add_distribution, make_fixture_store
 from sitegen.analyses import distribution
 from sitegen.analyses.registry import REGISTRY, Context, names
 from sitegen.mine import Activations, LayerTopK, Mined
-from sitegen.models._api import LayerInfo
+from sitegen.models.types import LayerInfo
 from sitegen.render import check_site, render_site
 from sitegen.spec import AnalysesSpec, DistributionSpec
 from sitegen.store import Store

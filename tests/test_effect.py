@@ -18,7 +18,7 @@ from sitegen.analyses.registry import REGISTRY, Context, names
 from sitegen.errors import SpecError
 from sitegen.mine import mine
 from sitegen.models import build_model, layer_table
-from sitegen.models._api import LayerInfo, LoadedModel
+from sitegen.models.types import LayerInfo, LoadedModel
 from sitegen.render import check_site, render_site
 from sitegen.spec import AblationSpec, AnalysesSpec, EffectSpec
 from sitegen.store import Store

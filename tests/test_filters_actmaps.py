@@ -12,7 +12,7 @@ from torch import nn
 
 from sitegen.analyses.activation_maps import activation_maps, viridis
 from sitegen.analyses.filters import filter_grid
-from sitegen.models._api import LayerInfo, LoadedModel
+from sitegen.models.types import LayerInfo, LoadedModel
 from sitegen.receptive_field import receptive_fields
 
 U32 = float(np.finfo(np.float32).eps) / 2  # float32 unit roundoff, 2**-24

@@ -14,7 +14,7 @@ from torch import nn
 
 from sitegen.analyses.gradcam import cam, default_layer, gradcam, run_gradcam
 from sitegen.errors import ModelError
-from sitegen.models._api import LayerInfo, LoadedModel
+from sitegen.models.types import LayerInfo, LoadedModel
 
 
 def _tiny_net() -> nn.Sequential:

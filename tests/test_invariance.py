@@ -11,7 +11,7 @@ from torch import nn
 
 from sitegen.analyses.invariance import border_fill, invariance, transform
 from sitegen.errors import ModelError
-from sitegen.models._api import LayerInfo, LoadedModel
+from sitegen.models.types import LayerInfo, LoadedModel
 
 SIZE = 24
 SHIFTS = [-6.0, -3.0, 0.0, 3.0, 6.0]  # keep the blob (rows 8..15) inside the image

@@ -17,7 +17,7 @@ from sitegen.analyses._crop import rf_patch
 from sitegen.analyses.registry import REGISTRY, Context, names
 from sitegen.mine import mine
 from sitegen.models import layer_table
-from sitegen.models._api import LoadedModel
+from sitegen.models.types import LoadedModel
 from sitegen.receptive_field import RF, unit_box
 from sitegen.render._outline import centres, contour, svg_path
 from sitegen.render.sections import Files, UnitPage

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from sitegen.errors import ModelError
 from sitegen.mine import LayerTopK, Mined, mine
-from sitegen.models._api import LayerInfo, LoadedModel
+from sitegen.models.types import LayerInfo, LoadedModel
 
 ROWS, COLS = 10, 14  # non-square on purpose: a row/col swap cannot pass
 

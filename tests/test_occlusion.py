@@ -9,7 +9,7 @@ from torch import nn
 
 from sitegen.analyses.occlusion import empirical_rf, occluder_grid, occlusion
 from sitegen.errors import ModelError
-from sitegen.models._api import LayerInfo, LoadedModel
+from sitegen.models.types import LayerInfo, LoadedModel
 
 IDENTITY = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 

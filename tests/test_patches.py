@@ -7,7 +7,7 @@ import pytest
 
 from sitegen.analyses import _crop
 from sitegen.analyses.patches import EMPTY_BOX, extract_patches, sprite
-from sitegen.models._api import LayerInfo
+from sitegen.models.types import LayerInfo
 
 
 def _image(h: int, w: int) -> np.ndarray:

@@ -25,7 +25,7 @@ from sitegen.analyses.reconstruct._engine import _schedule
 from sitegen.analyses.reconstruct._plan import _Planner
 from sitegen.analyses.reconstruct._tiles import _tile_whole
 from sitegen.errors import ModelError
-from sitegen.models._api import LayerInfo, LoadedModel
+from sitegen.models.types import LayerInfo, LoadedModel
 from sitegen.receptive_field import RF, receptive_fields, unit_box
 
 captum_attr = pytest.importorskip("captum.attr")

@@ -16,7 +16,7 @@ from sitegen.analyses import smoothgrad
 from sitegen.analyses.registry import REGISTRY, Context, Kind, names, register
 from sitegen.errors import RenderError
 from sitegen.mine import LayerTopK, Mined
-from sitegen.models._api import LayerInfo, LoadedModel
+from sitegen.models.types import LayerInfo, LoadedModel
 from sitegen.render import check_site, render_site
 from sitegen.spec import AnalysesSpec, SmoothGradSpec
 from sitegen.store import Store, codecs

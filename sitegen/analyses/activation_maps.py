@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sitegen.analyses import _hooks
-from sitegen.models._api import LayerInfo, LoadedModel
+from sitegen.models.types import LayerInfo, LoadedModel
 
 __all__ = ["ActivationMaps", "ChannelMap", "ImageMaps", "LayerMaps", "activation_maps", "blend", "viridis"]
 

@@ -41,7 +41,7 @@ from sitegen.store.formats import AblationLayer, DirectEffect, EffectDoc
 
 if TYPE_CHECKING:
     from sitegen.mine import Activations, Mined
-    from sitegen.models._api import LayerInfo
+    from sitegen.models.types import LayerInfo
 
 __all__ = [
     "KIND",

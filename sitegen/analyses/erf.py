@@ -18,7 +18,7 @@ from sitegen.analyses.activation_maps import viridis
 from sitegen.analyses.occlusion import EmpiricalRF, empirical_rf, occluded_batch
 from sitegen.analyses.registry import Context, Problem, pick_layers
 from sitegen.mine import Mined
-from sitegen.models._api import LayerInfo
+from sitegen.models.types import LayerInfo
 from sitegen.spec import EmpiricalRFSpec
 from sitegen.store import codecs
 from sitegen.store.formats import ErfDoc, ErfUnit

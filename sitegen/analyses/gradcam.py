@@ -38,7 +38,7 @@ from sitegen.analyses.class_hist import probe_picks
 from sitegen.analyses.registry import Context, Problem, one_layer
 from sitegen.errors import ModelError
 from sitegen.mine import Mined
-from sitegen.models._api import LayerInfo, LoadedModel
+from sitegen.models.types import LayerInfo, LoadedModel
 from sitegen.spec import GradCamSpec
 from sitegen.store import codecs
 from sitegen.store.formats import GradCamDoc, GradCamImage

@@ -43,7 +43,7 @@ from sitegen.analyses.class_hist import probe_picks
 from sitegen.analyses.registry import Context, Problem, pick_layers, rounded
 from sitegen.errors import ModelError
 from sitegen.mine import Mined
-from sitegen.models._api import LayerInfo, LoadedModel
+from sitegen.models.types import LayerInfo, LoadedModel
 from sitegen.spec import InvarianceSpec
 from sitegen.store.formats import InvarianceDoc, InvarianceKind
 

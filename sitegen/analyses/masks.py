@@ -36,7 +36,7 @@ from sitegen.analyses._hooks import StopForward, get_module, stop_after
 from sitegen.analyses.registry import SPATIAL, Context, Problem, pick_layers
 from sitegen.errors import ModelError
 from sitegen.mine import Mined
-from sitegen.models._api import LayerInfo
+from sitegen.models.types import LayerInfo
 from sitegen.receptive_field import RF, unit_box
 from sitegen.spec import MasksSpec
 from sitegen.store import codecs

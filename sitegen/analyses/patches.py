@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from sitegen.analyses import _crop
-from sitegen.models._api import LayerInfo
+from sitegen.models.types import LayerInfo
 from sitegen.receptive_field import RF, clip_box, unit_box
 
 __all__ = ["UnitPatches", "extract_patches", "sprite"]

@@ -68,7 +68,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from sitegen.models._api import LayerInfo, LoadedModel
+    from sitegen.models.types import LayerInfo, LoadedModel
 
 log = logging.getLogger("sitegen")
 

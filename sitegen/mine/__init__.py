@@ -70,7 +70,7 @@ from sitegen.mine._pass import _check_layers, _last_linear, _merge_ranks, _mine_
 from sitegen.mine._table import _Table
 from sitegen.mine.results import EMPTY as EMPTY
 from sitegen.mine.results import LayerTopK, Mined
-from sitegen.models._api import LoadedModel
+from sitegen.models.types import LoadedModel
 from sitegen.store.activations import Activations, LayerColumns
 
 __all__ = ["Activations", "LayerColumns", "LayerTopK", "Mined", "mine"]

@@ -16,7 +16,7 @@ from sitegen.errors import ModelError
 from sitegen.mine._activations import F16_MAX, _RowWriter
 from sitegen.mine._table import _Layer, _Table
 from sitegen.mine.results import EMPTY
-from sitegen.models._api import LayerInfo, LoadedModel
+from sitegen.models.types import LayerInfo, LoadedModel
 
 
 def _rank(values: Tensor, images: Tensor, k: int) -> Tensor:

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from sitegen.errors import ModelError
 from sitegen.mine.results import EMPTY, LayerTopK
-from sitegen.models._api import LayerInfo
+from sitegen.models.types import LayerInfo
 
 
 class _Table:

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sitegen.models._api import LayerInfo, LoadedModel
 from sitegen.models._registry import build_model, check_arch, list_archs
 from sitegen.models.checkpoint import check_weights, file_hash, load_weights, weights_meta
 from sitegen.models.layers import layer_table
+from sitegen.models.types import LayerInfo, LoadedModel
 
 if TYPE_CHECKING:
     from sitegen.spec import NetworkSpec

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from sitegen.errors import ModelError
-from sitegen.models._api import LayerInfo
+from sitegen.models.types import LayerInfo
 from sitegen.receptive_field import RF, receptive_fields
 
 logger = logging.getLogger(__name__)

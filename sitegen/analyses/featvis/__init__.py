@@ -76,7 +76,7 @@ from pathlib import Path
 from sitegen.analyses.featvis.visualize import PARAMS, FeatVis, featvis
 from sitegen.analyses.registry import Context, Problem, pick_layers, rounded
 from sitegen.mine import Mined
-from sitegen.models._api import LayerInfo
+from sitegen.models.types import LayerInfo
 from sitegen.spec import FeatVisSpec
 from sitegen.store import codecs
 from sitegen.store.formats import FeatVisDoc, FeatVisLayer

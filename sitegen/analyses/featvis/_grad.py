@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from sitegen.analyses._hooks import StopForward, Truncated
 from sitegen.errors import ModelError
-from sitegen.models._api import LoadedModel
+from sitegen.models.types import LoadedModel
 
 
 class _RedirectedReLU(torch.autograd.Function):

@@ -18,10 +18,6 @@ from sitegen.analyses.featvis._param import _augment, _Image, _to_uint8, _transf
 _CPU_BUDGET = 1 << 30
 _MAX_AUTO_CHUNK = 256
 
-# torch's fused Adam kernel (torch.optim.Adam(fused=True) calls it), where this torch has one
-_FUSED_ADAM: Callable[..., None] | None = getattr(torch, "_fused_adam_", None)
-
-
 def _optimize(
     image: _Image,
     objective: Callable[[Tensor, Tensor], Tensor],
@@ -69,53 +65,48 @@ def _optimize(
 class _Adam:
     """Adam (Kingma & Ba 2015) on one tensor, as ``torch.optim.Adam`` with its defaults computes it.
 
-    Element-wise, so batch elements never interact. Not ``torch.optim.Adam``: the first
-    ``torch.optim.Optimizer`` of a process imports ``torch._dynamo`` (seconds on a small CPU). The
-    update is torch's fused Adam kernel (``torch._fused_adam_``, what ``Adam(fused=True)`` calls: one
-    pass instead of six, 3x faster on CPU), or, where that kernel is missing, the same formula
-    written out (equal up to float rounding: ``sqrt(v) / sqrt(1 - b2^t)`` vs ``sqrt(v / (1 - b2^t))``).
+    Element-wise, so batch elements never interact. The update is ``torch.optim.Adam(fused=True)``
+    (one pass instead of six, 3x faster on CPU; the first optimizer of a process imports
+    ``torch._dynamo``, a few seconds once per build) where this torch and device have the fused
+    kernel, else the same formula written out (equal up to float rounding: ``sqrt(v) / sqrt(1 - b2^t)``
+    vs ``sqrt(v / (1 - b2^t))``; tests/test_featvis.py checks both against ``torch.optim.Adam``).
     """
 
     def __init__(
-        self, p: Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+        self,
+        p: Tensor,
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        *,
+        fused: bool = True,
     ) -> None:
         self.p, self.lr, self.betas, self.eps = p, lr, betas, eps
-        self.m = torch.zeros_like(p)
-        self.v = torch.zeros_like(p)
         self.t = 0
-        self.fused = _FUSED_ADAM is not None and p.dtype == torch.float32
-        self.step_t = torch.zeros((), dtype=torch.float32, device=p.device)
+        self.opt: torch.optim.Adam | None = None
+        if fused:
+            try:
+                self.opt = torch.optim.Adam([p], lr=lr, betas=betas, eps=eps, fused=True)
+            except (RuntimeError, TypeError, ValueError):  # no fused kernel here: the written-out form
+                self.opt = None
+        if self.opt is None:
+            self.m = torch.zeros_like(p)
+            self.v = torch.zeros_like(p)
+
+    @property
+    def fused(self) -> bool:
+        """Whether the steps run torch's fused Adam."""
+        return self.opt is not None
 
     @torch.no_grad()
     def step(self) -> None:
         assert self.p.grad is not None
-        b1, b2 = self.betas
         self.t += 1
+        if self.opt is not None:
+            self.opt.step()
+            return
+        b1, b2 = self.betas
         g = self.p.grad
-        if self.fused:
-            assert _FUSED_ADAM is not None
-            self.step_t.fill_(self.t)
-            try:
-                _FUSED_ADAM(
-                    [self.p],
-                    [g],
-                    [self.m],
-                    [self.v],
-                    [],
-                    [self.step_t],
-                    lr=self.lr,
-                    beta1=b1,
-                    beta2=b2,
-                    weight_decay=0.0,
-                    eps=self.eps,
-                    amsgrad=False,
-                    maximize=False,
-                )
-                return
-            except (NotImplementedError, RuntimeError):  # no kernel for this device: the written-out form
-                if self.t > 1:
-                    raise  # the state was already advanced by the kernel; never mix the two
-                self.fused = False
         self.m.lerp_(g, 1 - b1)
         self.v.mul_(b2).addcmul_(g, g, value=1 - b2)
         denom = (self.v / (1 - b2**self.t)).sqrt_().add_(self.eps)

@@ -21,7 +21,7 @@ from sitegen.analyses.featvis._grad import _fast_max_pools, _OwnChannel, _redire
 from sitegen.analyses.featvis._optim import _auto_chunk, _optimize
 from sitegen.analyses.featvis._param import _Image
 from sitegen.errors import ModelError
-from sitegen.models._api import LayerInfo, LoadedModel
+from sitegen.models.types import LayerInfo, LoadedModel
 
 __all__ = ["PARAMS", "FeatVis", "featvis"]
 

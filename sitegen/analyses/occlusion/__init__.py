@@ -40,7 +40,7 @@ from sitegen.analyses.occlusion.sensitivity import OcclusionResult, occlusion
 from sitegen.analyses.registry import Context, Problem, one_layer, rounded
 from sitegen.errors import SpecError
 from sitegen.mine import Mined
-from sitegen.models._api import LayerInfo
+from sitegen.models.types import LayerInfo
 from sitegen.spec import OcclusionSpec
 from sitegen.store.formats import OcclusionDoc, OcclusionImage
 

@@ -16,7 +16,7 @@ from torch import Tensor
 from sitegen.analyses._hooks import get_module, truncated
 from sitegen.analyses.occlusion.occluder import DEFAULT_FILL, _occlude, occluder_grid
 from sitegen.errors import ModelError
-from sitegen.models._api import LayerInfo, LoadedModel
+from sitegen.models.types import LayerInfo, LoadedModel
 from sitegen.receptive_field import RF, unit_box
 
 __all__ = ["EmpiricalRF", "empirical_rf"]

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from sitegen.analyses._hooks import get_module
 from sitegen.analyses.occlusion.occluder import DEFAULT_FILL, _occlude, occluder_grid
 from sitegen.errors import ModelError
-from sitegen.models._api import LayerInfo, LoadedModel
+from sitegen.models.types import LayerInfo, LoadedModel
 
 __all__ = ["OcclusionResult", "occlusion"]
 
