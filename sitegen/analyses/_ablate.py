@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, fx, nn
 
-from sitegen.analyses._hooks import get_module
+from sitegen.analyses._hooks import forward_hook, get_module
 
 __all__ = ["Split", "ablate", "split_at", "zero_rows", "zeroed"]
 
@@ -41,11 +41,8 @@ def zeroed(module: nn.Module, units: Sequence[int]) -> Iterator[None]:
         out[:, index] = 0
         return out
 
-    handle = module.register_forward_hook(hook)
-    try:
+    with forward_hook(module, hook):
         yield
-    finally:
-        handle.remove()
 
 
 @contextmanager
@@ -58,11 +55,8 @@ def zero_rows(module: nn.Module, units: Sequence[int], block: int) -> Iterator[N
         _zero_blocks(out, units, block)
         return out
 
-    handle = module.register_forward_hook(hook)
-    try:
+    with forward_hook(module, hook):
         yield
-    finally:
-        handle.remove()
 
 
 def _zero_blocks(x: Tensor, units: Sequence[int], block: int) -> None:

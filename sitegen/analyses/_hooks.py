@@ -303,6 +303,16 @@ def _trace_leaves(model: nn.Module, steps: list[Step], hooks: ExitStack) -> None
 
 
 @contextmanager
+def forward_hook(module: nn.Module, hook: Callable[..., Any]) -> Iterator[None]:
+    """``module.register_forward_hook(hook)`` for the block, removed on the way out (errors too)."""
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextmanager
 def stop_after(modules: Sequence[nn.Module]) -> Iterator[None]:
     """End the forward (:class:`StopForward`) as soon as every one of ``modules`` has run once."""
     pending = {id(m) for m in modules}

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sitegen.analyses._hooks import get_module
+from sitegen.analyses._hooks import forward_hook, get_module
 from sitegen.analyses.activation_maps import blend
 from sitegen.analyses.class_hist import probe_picks
 from sitegen.analyses.registry import Context, Problem, one_layer
@@ -305,11 +305,8 @@ def _grad_capture(module: nn.Module, path: str, store: list[Tensor]) -> Iterator
         store.append(output)
         return output.clone()
 
-    handle = module.register_forward_hook(hook)
-    try:
+    with forward_hook(module, hook):
         yield
-    finally:
-        handle.remove()
 
 
 def _gradcam_many(

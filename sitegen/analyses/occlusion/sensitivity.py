@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sitegen.analyses._hooks import get_module
+from sitegen.analyses._hooks import forward_hook, get_module
 from sitegen.analyses.occlusion.occluder import DEFAULT_FILL, _occlude, occluder_grid
 from sitegen.errors import ModelError
 from sitegen.models.types import LayerInfo, LoadedModel
@@ -201,11 +201,8 @@ def _capture(module: nn.Module, reduce: Callable[[Tensor], Tensor], store: list[
             raise ModelError(f"the output of {type(mod).__name__} is not a single tensor")
         store.append(reduce(output))
 
-    handle = module.register_forward_hook(hook)
-    try:
+    with forward_hook(module, hook):
         yield
-    finally:
-        handle.remove()
 
 
 def _chunked(

@@ -90,6 +90,11 @@ class Files:
 
     def file(self, rel: str, site_path: str) -> str:
         """Take ``rel`` (relative to the checkpoint folder) into the site as ``site_path``."""
+        self._add(site_path, self._source(rel))
+        return site_path
+
+    def _source(self, rel: str) -> Path:
+        """The checkpoint folder's file ``rel``, checked: inside the folder, and there."""
         p = PurePosixPath(rel)
         if p.is_absolute() or ".." in p.parts:
             raise RenderError(
@@ -98,20 +103,12 @@ class Files:
         src = self.dir / p
         if not src.is_file():
             raise RenderError(f"{src}: missing; the store is incomplete, rerun `sitegen build`")
-        self._add(site_path, src)
-        return site_path
+        return src
 
     def arrays(self, rel: str) -> dict[str, np.ndarray]:
         """The arrays of an npz file of the checkpoint folder, read once per checkpoint (not copied)."""
         if rel not in self._arrays:
-            p = PurePosixPath(rel)
-            if p.is_absolute() or ".." in p.parts:
-                raise RenderError(
-                    f"{self.dir / (self.kind + '.json')}: file {rel!r} leaves the checkpoint folder"
-                )
-            src = self.dir / p
-            if not src.is_file():
-                raise RenderError(f"{src}: missing; the store is incomplete, rerun `sitegen build`")
+            src = self._source(rel)
             try:
                 self._arrays[rel] = codecs.read_npz(src)
             except (OSError, ValueError, zipfile.BadZipFile) as e:
