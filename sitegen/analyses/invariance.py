@@ -22,6 +22,9 @@ Uncovered pixels get each image's **fill**: the per-channel median of its 1-px b
 background (white for sketches, whatever surrounds the object otherwise), so that the transform
 does not add an artificial frame. The fill is applied exactly: ``T(x - fill) + fill`` with zero
 padding, so one transform call serves a whole batch with per-image fills.
+
+One module although past ~400 lines (issue 12): about 270 of them are code, for one technique, the
+transforms it sweeps and its atlas entry.
 """
 
 from __future__ import annotations
