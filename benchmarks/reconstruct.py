@@ -60,8 +60,8 @@ from torch import nn
 from sitegen.analyses import _crop, _hooks
 from sitegen.analyses.reconstruct import reconstruct, reconstruct_topk
 from sitegen.analyses.reconstruct._plan import _Planner
-from sitegen.models.types import LoadedModel
 from sitegen.models.layers import layer_table
+from sitegen.models.types import LoadedModel
 
 ALEXNET_CONVS = {
     "conv1": "features.1",

@@ -102,27 +102,14 @@ def train(
         The checkpoints and history; ``cached`` when nothing had to be trained.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    state_path = out_dir / "train.json"
-    state = codecs.read_json(state_path) if state_path.is_file() else None
-    if not state or state.get("key") != key:
-        for old in out_dir.glob("epoch-*.pt"):
-            old.unlink()
-        state = {"key": key, "history": []}
-    history = [Epoch(**e) for e in state["history"]]
+    history = _kept_history(out_dir, key)
     done = len(history)
-    # Trust only epochs whose checkpoint file exists (a crash may have come between the two writes).
-    while done and not (out_dir / f"epoch-{done}.pt").is_file():
-        done -= 1
-    history = history[:done]
 
     module.to(device)
     optimizer = _optimizer(module, tspec)
     generator = torch.Generator().manual_seed(seed)
     if done:
-        ckpt = torch.load(out_dir / f"epoch-{done}.pt", map_location="cpu", weights_only=True)
-        module.load_state_dict(ckpt["state_dict"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        generator.set_state(ckpt["generator"])
+        _resume(out_dir / f"epoch-{done}.pt", module, optimizer, generator)
         if done < tspec.epochs:
             log.info("resuming training from epoch %d", done)
     cached = done >= tspec.epochs
@@ -136,54 +123,125 @@ def train(
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(done + 1, tspec.epochs + 1):
         t0 = time.perf_counter()
-        module.train()
-        total_loss, correct, seen = 0.0, 0, 0
-        for i, (x, y) in enumerate(loader):
-            step = (epoch - 1) * len(loader) + i
-            for group in optimizer.param_groups:
-                group["lr"] = _learning_rate(tspec, step, steps_total)
-            x, y = x.to(device), y.to(device)
-            if tspec.augment:
-                x = _augment(x, generator)
-            out = module((x - m) / s)
-            loss = loss_fn(out, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total_loss += float(loss.detach()) * len(y)
-            correct += int((out.argmax(1) == y).sum())
-            seen += len(y)
-            if progress:
-                progress("train", step + 1, steps_total)
+        loss, train_acc = _train_epoch(
+            module,
+            loader,
+            optimizer,
+            loss_fn,
+            tspec,
+            epoch=epoch,
+            steps_total=steps_total,
+            generator=generator,
+            norm=(m, s),
+            device=device,
+            progress=progress,
+        )
         probe_acc = evaluate(
             module, probe_set, mean=mean, std=std, device=device, batch_size=tspec.batch_size * 2
         )
-        rec = Epoch(
-            epoch, total_loss / max(seen, 1), correct / max(seen, 1), probe_acc, time.perf_counter() - t0
-        )
-        history.append(rec)
-        # checkpoint first, then the state file: a crash in between re-runs only this epoch
-        ckpt = {
-            "state_dict": module.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "generator": generator.get_state(),
-            "epoch": epoch,
-        }
-        _save_atomic(ckpt, out_dir / f"epoch-{epoch}.pt")
-        codecs.write_json(state_path, {"key": key, "history": [asdict(e) for e in history]})
-        log.info(
-            "epoch %d/%d: loss %.3f, train acc %.3f, probe acc %.3f (%.1fs)",
-            epoch,
-            tspec.epochs,
-            rec.loss,
-            rec.train_acc,
-            rec.probe_acc,
-            rec.seconds,
-        )
+        history.append(Epoch(epoch, loss, train_acc, probe_acc, time.perf_counter() - t0))
+        _save_epoch(out_dir, key, history, module, optimizer, generator, epochs=tspec.epochs)
     module.eval()
     history = history[: tspec.epochs]
     checkpoints = tuple((f"epoch-{e.epoch}", out_dir / f"epoch-{e.epoch}.pt") for e in history)
     return TrainResult(checkpoints, tuple(history), cached)
+
+
+def _kept_history(out_dir: Path, key: str) -> list[Epoch]:
+    """The recorded epochs that still count: none (and the old checkpoints deleted) when the state file
+    has another ``key``, and only up to the last epoch whose checkpoint file exists."""
+    state_path = out_dir / "train.json"
+    state = codecs.read_json(state_path) if state_path.is_file() else None
+    if not state or state.get("key") != key:
+        for old in out_dir.glob("epoch-*.pt"):
+            old.unlink()
+        state = {"key": key, "history": []}
+    history = [Epoch(**e) for e in state["history"]]
+    done = len(history)
+    # Trust only epochs whose checkpoint file exists (a crash may have come between the two writes).
+    while done and not (out_dir / f"epoch-{done}.pt").is_file():
+        done -= 1
+    return history[:done]
+
+
+def _resume(
+    path: Path, module: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator
+) -> None:
+    """Restore model, optimizer and RNG state from an epoch checkpoint."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    module.load_state_dict(ckpt["state_dict"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    generator.set_state(ckpt["generator"])
+
+
+def _train_epoch(
+    module: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: nn.Module,
+    tspec: TrainSpec,
+    *,
+    epoch: int,
+    steps_total: int,
+    generator: torch.Generator,
+    norm: tuple[torch.Tensor, torch.Tensor],
+    device: torch.device,
+    progress: Progress | None,
+) -> tuple[float, float]:
+    """One pass over ``loader`` (epoch ``epoch``, 1-based): the mean training loss and accuracy."""
+    m, s = norm
+    module.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    for i, (x, y) in enumerate(loader):
+        step = (epoch - 1) * len(loader) + i
+        for group in optimizer.param_groups:
+            group["lr"] = _learning_rate(tspec, step, steps_total)
+        x, y = x.to(device), y.to(device)
+        if tspec.augment:
+            x = _augment(x, generator)
+        out = module((x - m) / s)
+        loss = loss_fn(out, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += float(loss.detach()) * len(y)
+        correct += int((out.argmax(1) == y).sum())
+        seen += len(y)
+        if progress:
+            progress("train", step + 1, steps_total)
+    return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
+def _save_epoch(
+    out_dir: Path,
+    key: str,
+    history: list[Epoch],
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    *,
+    epochs: int,
+) -> None:
+    """Save the last epoch of ``history``: its checkpoint, then the state file, and log it."""
+    rec = history[-1]
+    # checkpoint first, then the state file: a crash in between re-runs only this epoch
+    ckpt = {
+        "state_dict": module.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "generator": generator.get_state(),
+        "epoch": rec.epoch,
+    }
+    _save_atomic(ckpt, out_dir / f"epoch-{rec.epoch}.pt")
+    codecs.write_json(out_dir / "train.json", {"key": key, "history": [asdict(e) for e in history]})
+    log.info(
+        "epoch %d/%d: loss %.3f, train acc %.3f, probe acc %.3f (%.1fs)",
+        rec.epoch,
+        epochs,
+        rec.loss,
+        rec.train_acc,
+        rec.probe_acc,
+        rec.seconds,
+    )
 
 
 @torch.inference_mode()

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from sitegen.analyses import _crop, _hooks
+from sitegen.analyses import _crop, _hooks, _phase
 from sitegen.analyses.reconstruct import (
     TileFile,
     display_cell,
@@ -463,7 +463,7 @@ def test_phase_conv_input_gradient_equals_autograd(k: int, s: int, p: int | tupl
     out = conv(x)
     seed = torch.randn_like(out)
     (expected,) = torch.autograd.grad(out, x, seed)
-    with _hooks.phase_backward([conv]):
+    with _phase.phase_backward([conv]):
         x2 = x.detach().requires_grad_(True)
         out2 = conv(x2)
         assert torch.equal(out2, out.detach())

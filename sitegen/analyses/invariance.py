@@ -22,11 +22,14 @@ Uncovered pixels get each image's **fill**: the per-channel median of its 1-px b
 background (white for sketches, whatever surrounds the object otherwise), so that the transform
 does not add an artificial frame. The fill is applied exactly: ``T(x - fill) + fill`` with zero
 padding, so one transform call serves a whole batch with per-image fills.
+
+One module although past ~400 lines (issue 12): about 270 of them are code, for one technique, the
+transforms it sweeps and its atlas entry.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,66 +168,17 @@ def invariance(
     modules = [None if i.kind == "prob" else get_module(model, i.module) for i in infos]
 
     def forward(batch: Tensor) -> tuple[list[Tensor], Tensor]:
-        """Flattened features of each layer and the softmax, for an un-normalized batch."""
-        stores: list[list[Tensor]] = [[] for _ in infos]
-        with ExitStack() as stack:
-            for module, store in zip(modules, stores, strict=True):
-                if module is not None:
-                    stack.enter_context(_capture_flat(module, store))
-            probs = model(loaded.normalize(batch)).float().softmax(dim=1)
-        feats = []
-        for info, store in zip(infos, stores, strict=True):
-            if info.kind == "prob":
-                feats.append(probs)
-            elif not store:
-                raise ModelError(f"layer {info.name!r} ({info.module!r}) was not called in the forward")
-            else:
-                feats.append(store[-1])
-        return feats, probs
+        return _features(loaded, model, infos, modules, batch)
 
     with torch.inference_mode():
-        base_feats: list[list[Tensor]] = [[] for _ in infos]
-        base_probs = []
-        for chunk in x.split(batch_size):
-            feats, probs = forward(chunk)
-            for acc, f in zip(base_feats, feats, strict=True):
-                acc.append(f)
-            base_probs.append(probs)
-        originals = [torch.cat(f) for f in base_feats]  # [B, D_l] per layer
+        originals, base_probs = _originals(forward, x, batch_size, len(infos))
         norms = torch.stack([f.norm(dim=1) for f in originals])  # [L, B]
-        base_true = torch.cat(base_probs).gather(1, y[:, None])[:, 0]
-
+        base_true = base_probs.gather(1, y[:, None])[:, 0]
         curves: dict[str, InvarianceCurves] = {}
         for kind, amounts in (("translation", translations), ("rotation", rotations), ("scale", scales)):
             amounts = [float(a) for a in amounts]
-            if not amounts:
-                continue
-            a = len(amounts)
-            dist = torch.zeros(len(infos), n, a, device=device)
-            true_p = torch.zeros(n, a, device=device)
-            top = torch.zeros(n, a, dtype=torch.int64, device=device)
-            group = max(1, batch_size // a)
-            for start in range(0, n, group):
-                idx = torch.arange(start, min(start + group, n), device=device)
-                # amount-major block: copy j * len(idx) + i is image idx[i] under amounts[j]
-                block = torch.cat([transform(x[idx], kind, amt, fill[idx]) for amt in amounts])
-                img = idx.repeat(a)
-                feats, probs = forward(block)
-                for li, f in enumerate(feats):
-                    dist[li, idx] = (f - originals[li][img]).norm(dim=1).view(a, -1).T
-                true_p[idx] = probs.gather(1, y[img, None])[:, 0].view(a, -1).T
-                top[idx] = probs.argmax(dim=1).view(a, -1).T
-            scale = norms[:, :, None].clamp(min=1e-12)
-            relative = torch.where(dist > 0, dist / scale, torch.zeros_like(dist))
-            curves[kind] = InvarianceCurves(
-                kind=kind,
-                unit=KINDS[kind],
-                amounts=np.asarray(amounts, np.float32),
-                distance=dist.cpu().numpy().astype(np.float32),
-                relative=relative.cpu().numpy().astype(np.float32),
-                true_prob=true_p.cpu().numpy().astype(np.float32),
-                top_class=top.cpu().numpy().astype(np.int64),
-            )
+            if amounts:
+                curves[kind] = _curves(forward, kind, amounts, x, y, fill, originals, norms, batch_size)
 
     return InvarianceResult(
         layers=tuple(i.name for i in infos),
@@ -233,6 +187,86 @@ def invariance(
         base_norm=norms.cpu().numpy().astype(np.float32),
         base_true_prob=base_true.cpu().numpy().astype(np.float32),
         curves=curves,
+    )
+
+
+_Forward = Callable[[Tensor], tuple[list[Tensor], Tensor]]
+
+
+def _features(
+    loaded: LoadedModel,
+    model: nn.Module,
+    infos: Sequence[LayerInfo],
+    modules: Sequence[nn.Module | None],
+    batch: Tensor,
+) -> tuple[list[Tensor], Tensor]:
+    """Flattened features of each layer and the softmax, for an un-normalized batch."""
+    stores: list[list[Tensor]] = [[] for _ in infos]
+    with ExitStack() as stack:
+        for module, store in zip(modules, stores, strict=True):
+            if module is not None:
+                stack.enter_context(_capture_flat(module, store))
+        probs = model(loaded.normalize(batch)).float().softmax(dim=1)
+    feats = []
+    for info, store in zip(infos, stores, strict=True):
+        if info.kind == "prob":
+            feats.append(probs)
+        elif not store:
+            raise ModelError(f"layer {info.name!r} ({info.module!r}) was not called in the forward")
+        else:
+            feats.append(store[-1])
+    return feats, probs
+
+
+def _originals(forward: _Forward, x: Tensor, batch_size: int, layers: int) -> tuple[list[Tensor], Tensor]:
+    """The untransformed images' features (``[B, D_l]`` per layer) and softmax, in batches."""
+    base_feats: list[list[Tensor]] = [[] for _ in range(layers)]
+    base_probs = []
+    for chunk in x.split(batch_size):
+        feats, probs = forward(chunk)
+        for acc, f in zip(base_feats, feats, strict=True):
+            acc.append(f)
+        base_probs.append(probs)
+    return [torch.cat(f) for f in base_feats], torch.cat(base_probs)
+
+
+def _curves(
+    forward: _Forward,
+    kind: str,
+    amounts: list[float],
+    x: Tensor,
+    y: Tensor,
+    fill: Tensor,
+    originals: list[Tensor],
+    norms: Tensor,
+    batch_size: int,
+) -> InvarianceCurves:
+    """One kind's curves: all its amounts of ``max(1, batch_size // amounts)`` images per forward."""
+    n, a = len(x), len(amounts)
+    dist = torch.zeros(len(originals), n, a, device=x.device)
+    true_p = torch.zeros(n, a, device=x.device)
+    top = torch.zeros(n, a, dtype=torch.int64, device=x.device)
+    group = max(1, batch_size // a)
+    for start in range(0, n, group):
+        idx = torch.arange(start, min(start + group, n), device=x.device)
+        # amount-major block: copy j * len(idx) + i is image idx[i] under amounts[j]
+        block = torch.cat([transform(x[idx], kind, amt, fill[idx]) for amt in amounts])
+        img = idx.repeat(a)
+        feats, probs = forward(block)
+        for li, f in enumerate(feats):
+            dist[li, idx] = (f - originals[li][img]).norm(dim=1).view(a, -1).T
+        true_p[idx] = probs.gather(1, y[img, None])[:, 0].view(a, -1).T
+        top[idx] = probs.argmax(dim=1).view(a, -1).T
+    scale = norms[:, :, None].clamp(min=1e-12)
+    relative = torch.where(dist > 0, dist / scale, torch.zeros_like(dist))
+    return InvarianceCurves(
+        kind=kind,
+        unit=KINDS[kind],
+        amounts=np.asarray(amounts, np.float32),
+        distance=dist.cpu().numpy().astype(np.float32),
+        relative=relative.cpu().numpy().astype(np.float32),
+        true_prob=true_p.cpu().numpy().astype(np.float32),
+        top_class=top.cpu().numpy().astype(np.int64),
     )
 
 

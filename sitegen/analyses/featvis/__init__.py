@@ -55,7 +55,7 @@ is moved to ``device`` and stays there (as in :func:`sitegen.mine.mine`).
   directly by one, the forward stops at that conv's input and each image gets only its own unit's
   output channel of the conv (:class:`._grad._OwnChannel`; alexnet conv5: 1 of 256 channels).
 - Strided convs (alexnet conv1, 11×11 stride 4) get their input gradient by phases
-  (:func:`sitegen.analyses._hooks.phase_backward`, ~4x faster than oneDNN's).
+  (:func:`sitegen.analyses._phase.phase_backward`, ~4x faster than oneDNN's).
 - ``nn.MaxPool2d`` runs its forward in channels-last layout and its backward in NCHW
   (:class:`._grad._MaxPool`: the same maxima and argmax, each direction in its ~5-10x faster layout on CPU).
 - The redirected ReLU backward is one ``threshold_backward`` pass plus one reduction; colours are

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sitegen.analyses._hooks import Truncated, get_module, phase_backward, truncated
+from sitegen.analyses._hooks import Truncated, get_module, truncated
+from sitegen.analyses._phase import phase_backward
 from sitegen.analyses.featvis._grad import _fast_max_pools, _OwnChannel, _redirected_relus
 from sitegen.analyses.featvis._optim import _auto_chunk, _optimize
 from sitegen.analyses.featvis._param import _Image

@@ -138,30 +138,20 @@ def empirical_rf(
         raise ValueError(f"need one (row, col) per image: {n} images, {len(pos)} positions")
     tops_np, lefts_np = occluder_grid((h, w), occluder, stride)
     tops, lefts = torch.as_tensor(tops_np, device=device), torch.as_tensor(lefts_np, device=device)
-    grid_r, grid_c = len(tops), len(lefts)
-
     rf = RF(layer.rf_size, layer.rf_stride, layer.rf_offset)
-    with torch.inference_mode(), truncated(model, get_module(model, layer.module)) as run:
-
-        def unit_at(batch: Tensor, img: Tensor) -> Tensor:
-            out = run(loaded.normalize(batch))
-            out = out if out.dim() == 4 else out.reshape(out.shape[0], out.shape[1], 1, 1)
-            if not 0 <= unit < out.shape[1]:
-                raise ModelError(f"unit {unit} is not a unit of layer {layer.name!r} (0..{out.shape[1] - 1})")
-            r, c = pos[img, 0], pos[img, 1]
-            if bool(((r < 0) | (r >= out.shape[2]) | (c < 0) | (c >= out.shape[3])).any()):
-                raise ModelError(f"a position lies outside layer {layer.name!r}'s {tuple(out.shape[2:])} map")
-            return out[torch.arange(len(img), device=device), unit, r, c].float()
-
-        all_images = torch.arange(n, device=device)
-        base = torch.cat([unit_at(x[c], c) for c in all_images.split(batch_size)])
-
-        img_i, r_i, c_i = _to_run(all_images, pos, tops, lefts, occluder, rf if restrict else None)
-        disc = torch.zeros(n, grid_r, grid_c, device=device)
-        for chunk in torch.arange(len(img_i), device=device).split(batch_size):
-            img, rr, cc = img_i[chunk], r_i[chunk], c_i[chunk]
-            a = unit_at(_occlude(x, img, tops[rr], lefts[cc], occluder, fill), img)
-            disc[img, rr, cc] = (base[img] - a).abs()
+    base, disc = _discrepancies(
+        loaded,
+        model,
+        layer,
+        unit,
+        x,
+        pos,
+        (tops, lefts),
+        occluder=occluder,
+        fill=fill,
+        rf=rf if restrict else None,
+        batch_size=batch_size,
+    )
 
     disc_np = disc.cpu().numpy().astype(np.float32)
     centre = (occluder - 1) / 2
@@ -191,6 +181,48 @@ def empirical_rf(
         cols=col_c.astype(np.float32),
         discrepancy=disc_np,
     )
+
+
+def _discrepancies(
+    loaded: LoadedModel,
+    model: torch.nn.Module,
+    layer: LayerInfo,
+    unit: int,
+    x: Tensor,
+    pos: Tensor,
+    grid: tuple[Tensor, Tensor],
+    *,
+    occluder: int,
+    fill: float,
+    rf: RF | None,
+    batch_size: int,
+) -> tuple[Tensor, Tensor]:
+    """The unit's activation at ``pos`` on the intact images (``[n]``) and its discrepancy with the
+    occluder at each grid position (``[n, R, C]``; with ``rf``, 0 outside the analytic RF, not run)."""
+    tops, lefts = grid
+    n, device = len(x), x.device
+    with torch.inference_mode(), truncated(model, get_module(model, layer.module)) as run:
+
+        def unit_at(batch: Tensor, img: Tensor) -> Tensor:
+            out = run(loaded.normalize(batch))
+            out = out if out.dim() == 4 else out.reshape(out.shape[0], out.shape[1], 1, 1)
+            if not 0 <= unit < out.shape[1]:
+                raise ModelError(f"unit {unit} is not a unit of layer {layer.name!r} (0..{out.shape[1] - 1})")
+            r, c = pos[img, 0], pos[img, 1]
+            if bool(((r < 0) | (r >= out.shape[2]) | (c < 0) | (c >= out.shape[3])).any()):
+                raise ModelError(f"a position lies outside layer {layer.name!r}'s {tuple(out.shape[2:])} map")
+            return out[torch.arange(len(img), device=device), unit, r, c].float()
+
+        all_images = torch.arange(n, device=device)
+        base = torch.cat([unit_at(x[c], c) for c in all_images.split(batch_size)])
+
+        img_i, r_i, c_i = _to_run(all_images, pos, tops, lefts, occluder, rf)
+        disc = torch.zeros(n, len(tops), len(lefts), device=device)
+        for chunk in torch.arange(len(img_i), device=device).split(batch_size):
+            img, rr, cc = img_i[chunk], r_i[chunk], c_i[chunk]
+            a = unit_at(_occlude(x, img, tops[rr], lefts[cc], occluder, fill), img)
+            disc[img, rr, cc] = (base[img] - a).abs()
+    return base, disc
 
 
 def _to_run(

@@ -36,7 +36,7 @@ computing what a single unit never sees):
   table), not 36,864;
 - a strided conv's input gradient (oneDNN's slow transposed conv, alexnet's conv1) is computed as a
   stride-1 conv plus a pixel shuffle, on crops and whole images alike
-  (:func:`sitegen.analyses._hooks.phase_backward`: equal up to float rounding, about 3x faster for
+  (:func:`sitegen.analyses._phase.phase_backward`: equal up to float rounding, about 3x faster for
   that conv; alexnet's whole-image fc6 backward 10 ms a pair instead of 13);
 - when many pairs share an image (a probe image's top channels in every layer), a crop forward per
   pair repeats work: each distinct image is then forwarded once, recording the max-pool switches,

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sitegen.analyses import _crop, _hooks
+from sitegen.analyses import _crop, _hooks, _phase
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +75,8 @@ def _conv_input_grad(signal: Tensor, m: nn.Conv2d, win: _Window, flipped: Tensor
         return full[..., rows, cols]
     weight = m.weight.detach()
     stride = _hooks._pair(m.stride)  # type: ignore[arg-type]
-    if _hooks._phase_ok(m):  # strided: a stride-1 conv plus a pixel shuffle (see _hooks.phase_backward)
-        return _hooks._phase_conv_transpose(
+    if _phase._phase_ok(m):  # strided: a stride-1 conv plus a pixel shuffle (see _phase.phase_backward)
+        return _phase._phase_conv_transpose(
             signal, weight, stride[0], win.clip_top, win.clip_left, win.in_height, win.in_width
         )
     full = F.conv_transpose2d(signal, weight, stride=stride, dilation=m.dilation, groups=m.groups)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 
-from sitegen.analyses import _crop, _hooks
+from sitegen.analyses import _crop, _hooks, _phase
 from sitegen.analyses.reconstruct._plan import _Plan, _Planner
 from sitegen.errors import ModelError
 
@@ -139,7 +139,7 @@ class _Engine:
             torch.inference_mode(False),
             torch.enable_grad(),
             _hooks.truncated(self.model, self.target, self.method) as fwd,
-            _hooks.phase_backward(plan.spatial or ()),
+            _phase.phase_backward(plan.spatial or ()),
         ):
             for (valid_r, valid_c, h, w), members in sorted(groups.items()):
                 chunk = max(1, min(_MAX_CHUNK, self.batch_size * full // (h * w)))
@@ -175,13 +175,13 @@ class _Engine:
         if len(plan.out_shape) == 3:
             h, w = plan.out_shape[1:]
             flat = (flat * h + rows.to(torch.long).cpu()) * w + cols.to(torch.long).cpu()
-        strided = [m for m in self.model.modules() if _hooks._phase_ok(m)]
+        strided = [m for m in self.model.modules() if _phase._phase_ok(m)]
         batch = min(self.batch_size, self._images_per_graph(images))
         with (
             torch.inference_mode(False),
             torch.enable_grad(),
             _hooks.truncated(self.model, self.target, self.method) as fwd,
-            _hooks.phase_backward(strided),
+            _phase.phase_backward(strided),
         ):
             for members, lo, take in _schedule(counts, batch):
                 rounds = int(take.max())
