@@ -41,7 +41,7 @@ import torchvision.transforms.v2.functional as TF
 from torch import Tensor, nn
 from torchvision.transforms import InterpolationMode
 
-from sitegen.analyses._hooks import get_module
+from sitegen.analyses._hooks import forward_hook, get_module
 from sitegen.analyses.class_hist import probe_picks
 from sitegen.analyses.registry import Context, Problem, pick_layers, rounded
 from sitegen.errors import ModelError
@@ -326,11 +326,8 @@ def _capture_flat(module: nn.Module, store: list[Tensor]) -> Iterator[None]:
             raise ModelError(f"the output of {type(mod).__name__} is not a single tensor")
         store.append(output.flatten(1).to(torch.float32, copy=True))
 
-    handle = module.register_forward_hook(hook)
-    try:
+    with forward_hook(module, hook):
         yield
-    finally:
-        handle.remove()
 
 
 def _resolve_layers(loaded: LoadedModel, layers: Sequence[str | LayerInfo] | None) -> list[LayerInfo]:
