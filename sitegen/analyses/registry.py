@@ -30,7 +30,10 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from sitegen.errors import SpecError
-from sitegen.spec import (
+
+# The params and document of every kind, from the modules that define them (not the package
+# re-exports), so that adding a kind edits only those modules and this one (docs/INTERNALS.md).
+from sitegen.spec.analyses import (
     AnalysesSpec,
     ClassesSpec,
     DistributionSpec,
@@ -47,22 +50,11 @@ from sitegen.spec import (
     SmoothGradSpec,
     StrokeSpec,
 )
-from sitegen.store.formats import (
-    AnalysisDoc,
-    ClassesDoc,
-    DistributionDoc,
-    EffectDoc,
-    EmbeddingDoc,
-    ErfDoc,
-    FeatVisDoc,
-    GradCamDoc,
-    InvarianceDoc,
-    MasksDoc,
-    OcclusionDoc,
-    SimilarDoc,
-    SmoothGradDoc,
-    StrokeDoc,
-)
+from sitegen.store.formats.base import AnalysisDoc
+from sitegen.store.formats.classes import ClassesDoc, EffectDoc, StrokeDoc
+from sitegen.store.formats.probes import EmbeddingDoc, GradCamDoc, InvarianceDoc, OcclusionDoc, SmoothGradDoc
+from sitegen.store.formats.similarity import SimilarDoc
+from sitegen.store.formats.units import DistributionDoc, ErfDoc, FeatVisDoc, MasksDoc
 
 if TYPE_CHECKING:
     import numpy as np
