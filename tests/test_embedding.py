@@ -41,7 +41,12 @@ def test_shape_range_clusters_and_determinism(method: str) -> None:
     assert xy.dtype == np.float32 and xy.shape == (len(x), 2)
     assert np.abs(xy).max() == pytest.approx(1.0) and xy.min() >= -1.0
     assert_separated(xy, labels)
-    np.testing.assert_array_equal(xy, embed(x, method=method, seed=3))
+    calls: list[tuple[int, int]] = []
+    np.testing.assert_array_equal(xy, embed(x, method=method, seed=3, progress=lambda *a: calls.append(a)))
+    if method == "tsne":  # scikit-learn's log turned into iterations: every 50, then the end
+        assert calls[0] == (50, 1000) and calls[-1] == (1000, 1000)
+        assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+        assert len(calls) >= 6  # the 250 exploration iterations at least
 
 
 def test_pca_known_line() -> None:

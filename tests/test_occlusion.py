@@ -79,7 +79,12 @@ def test_occlusion_batched_equals_one_at_a_time() -> None:
     net, loaded = _conv_net()
     images = torch.rand(2, 3, 20, 18)  # non-square
     labels = [1, 4]
-    strongest = occlusion(loaded, images, labels, size=6, stride=3, device="cpu", batch_size=7)
+    calls: list[tuple[int, int]] = []
+    strongest = occlusion(
+        loaded, images, labels, size=6, stride=3, device="cpu", batch_size=7, progress=lambda *a: calls.append(a)
+    )
+    # one call per forward pass of 7 occluded copies, counting copies (2 images x 25 positions)
+    assert calls == [(min(d, 50), 50) for d in range(7, 57, 7)]
     fixed = occlusion(loaded, images, labels, size=6, stride=3, unit=3, device="cpu", batch_size=64)
     assert strongest.layer == "conv2"  # default: the last conv layer
     tops, lefts = occluder_grid((20, 18), 6, 3)

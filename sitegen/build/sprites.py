@@ -11,10 +11,12 @@ import functools
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
 
+from sitegen._memory import release_free_memory
 from sitegen.analyses.patches import UnitPatches, extract_patches, sprite
 from sitegen.analyses.reconstruct import reconstruct_topk
 from sitegen.build.dataset import _ImageCache
@@ -28,6 +30,11 @@ Progress = Callable[[str, int, int], None]
 #: Units whose patches and reconstruction tiles are held at once on crop layers: bounds RAM (VGG-19
 #: conv5_4: 512 units x 9 tiles x 96 px x 3 x 2 panels = 255 MB at once otherwise).
 SPRITE_CHUNK = 64
+
+#: Threads encoding a layer's sprites: WebP encoding (~12 ms a 96 px 3x3 sprite pair) releases the
+#: GIL, and 4,096 fc6 sprites on one thread left a core idle for ~50 s at seed scale (issue 13).
+#: Each sprite is its own file, so the order of writes changes no byte.
+SPRITE_WRITERS = 2
 
 
 def _boxes(image_cache: _ImageCache, info: Any, topk: LayerTopK, image_size: int) -> UnitPatches:
@@ -103,11 +110,27 @@ def _layer_sprites(
         if not panels:  # fc/prob layers without reconstructions: their pages show the probe images
             continue
         layout = SpriteLayout(cell=panels[0].shape[2], cols=cols, rows=math.ceil(top_k / cols), panels=names)
-        for j, u in enumerate(part):
-            store.write_sprite(network, checkpoint, info.name, u, sprite([p[j] for p in panels], cols))
-            if j % 16 == 15 or j == len(part) - 1:
-                units_done(c0 + j + 1, 0)
+        write = functools.partial(_write_sprite, store, network, checkpoint, info.name, part, panels, cols)
+        with ThreadPoolExecutor(SPRITE_WRITERS) as pool:
+            for j, _ in enumerate(pool.map(write, range(len(part)))):
+                if j % 16 == 15 or j == len(part) - 1:
+                    units_done(c0 + j + 1, 0)
+        release_free_memory()  # the chunk's tiles, crops and graphs (sitegen._memory)
     return layout, t_patch, t_recon
+
+
+def _write_sprite(
+    store: Store,
+    network: str,
+    checkpoint: str,
+    layer: str,
+    part: list[int],
+    panels: list[Any],
+    cols: int,
+    j: int,
+) -> None:
+    """Unit ``part[j]``'s sprite from its row of every panel (arrays or TileFiles: thread-safe reads)."""
+    store.write_sprite(network, checkpoint, layer, part[j], sprite([p[j] for p in panels], cols))
 
 
 def _shifted(progress: Callable[[int, int], None], base: int, done: int, total: int) -> None:

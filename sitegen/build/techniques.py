@@ -11,6 +11,7 @@ import time
 import numpy as np
 import torch
 
+from sitegen._memory import release_free_memory
 from sitegen.analyses import registry
 from sitegen.analyses.registry import Context
 from sitegen.build.dataset import _ImageCache
@@ -96,4 +97,5 @@ def _run_analyses(
             images.update(doc.probe_images())
             done.append(kind.name)
         timings[kind.name] = time.perf_counter() - t
+        release_free_memory()  # each analysis's freed buffers, before the next one's peak
     return done, keys

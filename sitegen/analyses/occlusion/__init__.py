@@ -111,6 +111,7 @@ def run(ctx: Context, mined: Mined, params: Params) -> Result | None:
         layer=info,
         device=ctx.device,
         batch_size=params.batch_size or occluded_batch(size),
+        progress=lambda done, total: ctx.progress(KIND, done, total),
     )
     return Result(tuple(picks), res)
 

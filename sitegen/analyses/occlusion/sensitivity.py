@@ -78,6 +78,7 @@ def occlusion(
     fill: float = DEFAULT_FILL,
     device: str | torch.device = "cpu",
     batch_size: int = 128,
+    progress: Callable[[int, int], None] | None = None,
 ) -> OcclusionResult:
     """Occlusion-sensitivity maps (Zeiler & Fergus 2013, Fig. 7) of some images.
 
@@ -94,6 +95,7 @@ def occlusion(
         fill: the square's grey in un-normalized space.
         device: where to compute.
         batch_size: occluded copies per forward pass.
+        progress: ``progress(done, total)`` in occluded copies, after each forward pass.
 
     Returns:
         An :class:`OcclusionResult`.
@@ -131,6 +133,7 @@ def occlusion(
         pred_p = torch.empty(total, device=device)
         top = torch.empty(total, dtype=torch.int64, device=device)
         act = torch.empty(total, device=device)
+        done = 0
         for chunk in torch.arange(total, device=device).split(batch_size):
             img, pos = chunk // (grid_r * grid_c), chunk % (grid_r * grid_c)
             occluded = _occlude(x, img, tops[pos // grid_c], lefts[pos % grid_c], size, fill)
@@ -139,6 +142,9 @@ def occlusion(
             pred_p[chunk] = probs.gather(1, pred[img, None])[:, 0]
             top[chunk] = probs.argmax(dim=1)
             act[chunk] = maxima.gather(1, units[img, None])[:, 0].float()
+            done += len(chunk)  # a shape: no device sync
+            if progress is not None:
+                progress(done, total)
 
     def grid(t: Tensor) -> np.ndarray:
         return t.view(n, grid_r, grid_c).cpu().numpy()
