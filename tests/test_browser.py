@@ -24,6 +24,8 @@ import pytest
 from fixture_store import XSS_CLASS, make_fixture_store
 
 from sitegen.render import render_site
+from sitegen.render.views.sprites import sprite_cells
+from sitegen.store.manifest import SpriteLayout
 
 pytestmark = pytest.mark.browser
 
@@ -668,6 +670,27 @@ def test_404_page_links_to_the_atlas_from_any_depth(browser: Browser, served: tu
     page.locator("#home").click()
     page.wait_for_url(re.compile(r"/REPO/index\.html$"))
     assert page.locator("h1").first.text_content().startswith("Fixture atlas")
+
+
+def test_unit_page_cells_sit_where_the_sprite_has_them(browser: Browser, served: tuple[str, Path]) -> None:
+    """Issue 13 (site size): style.css places each cell (the entry's rank by nth-child, the panel by
+    class) exactly where the inline background-position used to: views.sprites.sprite_cells."""
+    base, _site = served
+    page = browser.open(base + PAGES["unit"])
+    shown = page.evaluate(
+        """Array.from(document.querySelectorAll('.entries .cell')).map(c => [c.getAttribute('aria-label'),
+             getComputedStyle(c).backgroundPosition, getComputedStyle(c).backgroundSize])"""
+    )
+    layout = SpriteLayout(cell=1, cols=3, rows=3, panels=["patches", "deconvnet"])  # the fixture's conv2
+    labels = {"patch": 0, "deconvnet": 1}
+    assert len(shown) == 18
+    for label, position, size in shown:
+        panel, rank = re.fullmatch(r"(\w+) of image \d+, rank (\d+)", label).groups()  # type: ignore[union-attr]
+        want = sprite_cells(layout, int(rank) - 1)[labels[panel]]
+        got = [float(v) for v in re.findall(r"[\d.]+", position)]
+        assert got == pytest.approx([float(v) for v in re.findall(r"[\d.]+", want.position)], abs=0.01), label
+        assert size == want.size
+    assert not browser.errors
 
 
 def test_reconstruction_overlays_its_patch_and_the_choice_sticks(

@@ -354,7 +354,7 @@ def test_unit_page_shows_the_direct_effect_with_named_numbers(site: Path) -> Non
     )
     assert "raises these logits most" in text and "lowers these logits most" in text
     assert "W × mean" in text and "per unit of this unit&#39;s activation" in text
-    chips = re.findall(r'<td class="bar-label"><(?:a|span) class="chip"[^>]*>([^<]+)</', text)
+    chips = re.findall(r'<td class="bar-label"><(?:a|span) class="chip[^"]*"[^>]*>([^<]+)</', text)
     # the top 3 classes with a positive weight, the bottom 3 with a negative one
     want = sum(w > 0 for w in doc.direct.top_w[2]) + sum(w < 0 for w in doc.direct.bottom_w[2])
     assert len(chips) == want and want >= 3

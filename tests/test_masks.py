@@ -425,6 +425,11 @@ def test_unit_page_lists_the_outlines(masks_site) -> None:  # type: ignore[no-un
     _, site = masks_site
     html = (site / "tiny-alex" / "conv2" / "unit-0003.html").read_text()
     assert html.count('<svg class="mask"') == 2 * 9  # each top image and its patch
+    # issue 13 (site size): each path is written once, on the image; its patch shows it through <use>
+    assert html.count("<path ") == 9 and html.count('<use href="#mo') == 9
+    for r in range(1, 10):
+        assert f'<path id="mo{r}" vector-effect="non-scaling-stroke" d="M' in html
+        assert f'<use href="#mo{r}"/>' in html
     assert "data-outline-toggle" in html and 'id="masks"' in html and "99.5th percentile" in html
     assert 'class="mask"' not in (site / "tiny-alex" / "fc6" / "unit-0001.html").read_text()
 
@@ -455,6 +460,11 @@ def test_outline_toggle_shows_hides_and_sticks(masks_site, chromium) -> None:  #
                  return Math.max(Math.abs(a.left - b.left), Math.abs(a.width - b.width)); })"""
         )
         assert max(fit) <= 2.5, fit
+        # each patch draws its image's path through <use> (issue 13): a non-empty outline there too
+        used = page.evaluate(
+            "Array.from(document.querySelectorAll('svg.mask use')).map(u => u.getBBox().width)"
+        )
+        assert len(used) == 9 and min(used) > 0, used
         page.screenshot(path=str(artifacts / "masks-unit-1920.png"), full_page=False)
         button = page.locator("[data-outline-toggle]")
         page.keyboard.press("a")

@@ -18,7 +18,15 @@ from fixture_store import XSS_CLASS, make_fixture_store
 
 from sitegen.errors import RenderError, StoreError
 from sitegen.render import SiteReport, check_site, render_site
-from sitegen.render.charts import class_color, plotly_text
+from sitegen.render.charts import (
+    FONT,
+    LAYOUTS,
+    activation_histogram,
+    class_color,
+    merge,
+    payload,
+    plotly_text,
+)
 from sitegen.render.env import make_env, render_template
 from sitegen.render.views import UNITS_PER_PAGE, plan_site
 from sitegen.store import Store, codecs
@@ -188,12 +196,22 @@ def test_plotly_text_is_escaped_data(site: Path) -> None:
     assert plotly_text("a<b>&c") == "a&lt;b&gt;&amp;c"
 
 
+def _chip_colour(site: Path, attrs: dict[str, str]) -> str:
+    """A chip's colour: inline (``--c:…``) or, issue 13, its class's rule in the site's style.css."""
+    if "style" in attrs:
+        return _group(r"--c:([^;]+)", attrs["style"])
+    css = (site / "assets/style.css").read_text(encoding="utf-8")
+    rules = dict(re.findall(r"\.(c\d+)\{--c:([^}]+)\}", css))
+    (name,) = [c for c in attrs["class"].split() if c in rules]
+    return rules[name]
+
+
 def test_class_colours_match_between_chips_and_charts(site: Path) -> None:
     parsed = tags(site / "tiny-alex/conv1/index.html")
     fig = json.loads(parsed.json["fig-preference-data"])
     bar = fig["data"][0]
     chips = {  # a span, or a link to the class page (issue 15)
-        a["title"].removesuffix(": class page"): _group(r"--c:([^;]+)", a["style"])
+        a["title"].removesuffix(": class page"): _chip_colour(site, a)
         for t, a in parsed.tags
         if t in ("span", "a") and "chip" in a.get("class", "").split()
     }
@@ -275,11 +293,15 @@ def test_unit_page_navigation_and_rf_box(site: Path, store: Path) -> None:
         style == f"top:{100 * t / 48:.2f}%;left:{100 * left / 48:.2f}%;height:{100 * (b - t) / 48:.2f}%;"
         f"width:{100 * (r - left) / 48:.2f}%"
     )
-    # Sprite cells: patches then deconvnet, positioned in percent of the 6 x 3 grid; the sprite and its
-    # size are named once, in the page's own rule (url() resolves against the page).
-    assert ".entries .cell{background-image:url('unit-0000.webp');background-size:600% 300%}" in first
-    assert 'style="background-position:0% 0%"' in first
-    assert 'style="background-position:60% 0%"' in first
+    # Sprite cells: patches then deconvnet, positioned in percent of the 6 x 3 grid; the sprite, its
+    # size and extent (last column 5, last row 2) are named once, in the page's own rule (url() resolves
+    # against the page). Issue 13: style.css places each cell by its entry's rank and its panel's class
+    # (p1: the second panel); test_browser checks the positions that gives.
+    rule = ".entries .cell{background-image:url('unit-0000.webp');background-size:600% 300%;--nx:5;--ny:2}"
+    assert rule in first
+    assert first.count('<div class="cell px" role="img" aria-label="patch of image') == 9
+    assert first.count('<div class="cell px p1" role="img" aria-label="deconvnet of image') == 9
+    assert "background-position" not in first
     assert first.count("url('unit-0000.webp')") == 1  # not once per cell
 
 
@@ -502,12 +524,44 @@ def test_link_checker_reports_each_kind_of_problem(tmp_path: Path) -> None:
 # --- charts say what they plot (issue 14) ---------------------------------------------------------------
 
 
+def _shipped_layouts(site: Path) -> dict[str, dict]:
+    """The shared figure layouts the site's app.js starts with (issue 13)."""
+    first = (site / "assets/app.js").read_text(encoding="utf-8").split("\n", 1)[0]
+    assert first.startswith("window.SITEGEN_LAYOUTS=") and first.endswith(";")
+    return json.loads(first.removeprefix("window.SITEGEN_LAYOUTS=").removesuffix(";"))
+
+
 def _figures(site: Path) -> list[tuple[Path, str, dict]]:
+    """Every figure of the site as drawn: a page's figure merged into its shared layout, as app.js does."""
+    shared = _shipped_layouts(site)
     out = []
     for page in html_files(site):
         for fid, text in tags(page).json.items():
-            out.append((page, fid, json.loads(text)))
+            fig = json.loads(text)
+            if "shared" in fig:
+                fig["layout"] = merge(shared[fig.pop("shared")], fig["layout"])
+            out.append((page, fid, fig))
     return out
+
+
+def test_shared_layouts_ship_once_and_pages_carry_the_rest(site: Path) -> None:
+    assert _shipped_layouts(site) == LAYOUTS
+    named = 0
+    for page, _fid, fig in _figures(site):
+        assert fig["layout"]["font"]["family"] == FONT, page  # the base style reached every figure
+    for page in html_files(site):
+        for text in tags(page).json.values():
+            named += '"shared":' in text
+            assert FONT not in text.replace("\\u0027", "'"), page  # ... without being repeated
+    assert named > 20
+    hist = activation_histogram(0.0, 3.0, [1, 5, 2], threshold=0.5)
+    sent = payload(hist)
+    assert sent["shared"] == "activation" and set(sent["layout"]) == {"shapes"}
+    assert sent["data"] == hist["data"]
+    assert merge(LAYOUTS["activation"], sent["layout"]) == hist["layout"]
+    assert payload(activation_histogram(0.0, 3.0, [1, 5, 2], height=300))["layout"] == {"height": 300}
+    odd = {"data": [], "layout": {"height": 100}}  # lacks keys of the base layout: embedded whole
+    assert payload(odd) == odd
 
 
 def test_every_chart_names_its_axes_and_hovers(site: Path) -> None:
@@ -569,11 +623,12 @@ def test_unit_pages_show_a_whole_image_patch_once(site: Path) -> None:
         assert sum(c.startswith("image") for c in cells) == 9, page
     # the panel is found by name: tiny-vgg's fc6 sprite holds deconvnet alone (3 columns wide)
     vgg = (site / "tiny-vgg/fc6/unit-0001.html").read_text(encoding="utf-8")
-    assert "background-size:300% 300%}" in vgg and 'style="background-position:0% 0%"' in vgg
+    # (issue 13: the panel as a class, p1 = the second; none = the first)
+    assert "background-size:300% 300%;--nx:2;--ny:2}" in vgg and '<div class="cell px" role="img"' in vgg
     alex = (site / "tiny-alex/fc6/unit-0001.html").read_text(encoding="utf-8")
-    assert "background-size:600% 300%}" in alex
-    assert 'style="background-position:60% 0%"' in alex  # deconvnet = 2nd panel
-    assert 'style="background-position:0% 0%"' not in alex  # no whole-image patch
+    assert "background-size:600% 300%;--nx:5;--ny:2}" in alex
+    assert '<div class="cell px p1" role="img"' in alex  # deconvnet = 2nd panel
+    assert '<div class="cell px" role="img"' not in alex  # no whole-image patch
     prob = _cells(site / "tiny-alex/prob/unit-0001.html")
     assert prob == [c for c in prob if c.startswith("image")] and len(prob) == 9
 

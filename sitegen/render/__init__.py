@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sitegen.errors import RenderError
+from sitegen.render.assets import site_assets
 from sitegen.render.env import make_env, render_template, templates_dir
 from sitegen.render.links import LinkProblem, check_site
 from sitegen.render.search import INDEX_PATH, search_script
@@ -143,8 +144,15 @@ def _write(plan: SitePlan, out: Path, progress: Callable[[int, int], None] | Non
     # bundle of plotly.js (1.5 MB instead of the full 4.8 MB; every chart here is bar, scatter or
     # heatmap). No CDN: the site must work offline and from file://.
     assets = sorted(p for p in (templates_dir() / "assets").iterdir() if p.is_file())
+    generated = site_assets(plan)
     for src in assets:
-        n_bytes += copy(src, folder(f"assets/{src.name}"))
+        head, tail = generated.get(src.name, (b"", b""))
+        if head or tail:  # issue 13: what every page would otherwise repeat, once per site
+            data = head + src.read_bytes() + tail
+            folder(f"assets/{src.name}").write_bytes(data)
+            n_bytes += len(data)
+        else:
+            n_bytes += copy(src, folder(f"assets/{src.name}"))
     (out / ".nojekyll").write_bytes(b"")
     # Issue 15: the search box's index, collected from the planned pages (sitegen.render.search).
     index = search_script(plan.pages).encode("utf-8")

@@ -16,15 +16,23 @@ class Img:
     alt: str
 
 
+def class_css(index: int) -> str:
+    """The CSS class that paints class ``index``'s colour: the site's ``assets/style.css`` ends with
+    one rule per class of its datasets (``.c7{--c:…}``, :mod:`sitegen.render.assets`; issue 13)."""
+    return f"c{index}"
+
+
 @dataclass(frozen=True, slots=True)
 class Chip:
     """A class name with its colour (:func:`sitegen.render.charts.class_color`) and its class page
-    (a site path; "" for classes without one)."""
+    (a site path; "" for classes without one). ``css``: its :func:`class_css` when the site stylesheet
+    has the colour (a dataset's classes); "" paints ``color`` inline."""
 
     index: int
     name: str
     color: str
     href: str = ""
+    css: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,5 +59,12 @@ class Figure:
 
         return describe(self.spec)[1]
 
+    @property
+    def payload(self) -> dict[str, Any]:
+        """What the page embeds: the spec less the layout it shares with other pages (issue 13)."""
+        from sitegen.render.charts import payload
 
-__all__ = ["Chip", "Figure", "Img"]
+        return payload(self.spec)
+
+
+__all__ = ["Chip", "Figure", "Img", "class_css"]

@@ -9,6 +9,7 @@ URLs work from ``file://``, at ``/`` and under a sub-path such as GitHub project
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,24 @@ def make_env(directory: Path | None = None) -> jinja2.Environment:
         auto_reload=False,
     )
     env.filters["url"] = _url
+    # |tojson (figures): no spaces after separators (issue 13: site size); keys sorted, byte-stable.
+    env.policies["json.dumps_kwargs"] = {"sort_keys": True, "separators": (",", ":")}
     return env
+
+
+# Indentation before a tag, and runs of spaces between tags: what the templates' layout adds to every
+# page (issue 13: site size). Outside <pre>/<textarea> HTML collapses both to at most one space, which
+# the newline (kept) or the single space left still gives: the page renders the same.
+_INDENT = re.compile(r"\n[ \t]+(?=<)")
+_GAP = re.compile(r">[ \t]{2,}<")
+
+
+def trim_markup(html: str) -> str:
+    """``html`` without the indentation before its tags and with runs of spaces between tags cut to one;
+    unchanged when it has a ``<pre>`` or ``<textarea>`` (where white space shows)."""
+    if "<pre" in html or "<textarea" in html:
+        return html
+    return _GAP.sub("> <", _INDENT.sub("\n", html))
 
 
 def render_template(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
@@ -76,10 +94,10 @@ def render_template(env: jinja2.Environment, name: str, context: dict[str, Any])
         context: the page's plain values.
 
     Returns:
-        The HTML text.
+        The HTML text, its markup trimmed (:func:`trim_markup`).
     """
     try:
-        return env.get_template(name).render(context)
+        return trim_markup(env.get_template(name).render(context))
     except jinja2.UndefinedError as e:
         raise RenderError(f"{name}: {e.message} (a value the page needs is missing from the store)") from e
     except jinja2.TemplateError as e:

@@ -26,7 +26,7 @@ class Peer:
     href: str  # its unit page ("" without one)
     sprite: str  # its sprite, when the thumbnail is a cell of it
     size: str  # CSS background-size of the cell
-    position: str  # CSS background-position of the cell
+    position: str  # CSS background-position of the cell ("": 0% 0%, the CSS default; issue 13)
     img: Img | None  # else its rank-1 probe image (None: no image)
 
 
@@ -72,6 +72,7 @@ class PeerFinder:
         lay = self._lay(layer) if shown else None
         if lay is not None and "patches" in lay.panels:
             size, position = self._cell(lay, 0, lay.panels.index("patches"))
+            position = "" if position == "0% 0%" else position
             return Peer(layer, unit, href, f"{folder}unit-{unit:04d}.webp", size, position, None)
         img = self._image(image, self.size) if image >= 0 else None
         return Peer(layer, unit, href, "", "", "", img)

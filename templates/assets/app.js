@@ -57,8 +57,30 @@
     return value;
   }
 
+  /* Issue 13 (site size): a figure naming a shared layout ({"shared": "activation"}) carries only what
+     its layout adds; render puts every shared layout once at the top of this file (SITEGEN_LAYOUTS).
+     Objects merge key by key, anything else replaces (charts.shared.merge does the same). */
+  function mergeLayout(target, extra) {
+    Object.keys(extra).forEach(function (k) {
+      var v = extra[k], t = target[k];
+      if (v && typeof v === "object" && !Array.isArray(v) && t && typeof t === "object" && !Array.isArray(t)) {
+        mergeLayout(t, v);
+      } else {
+        target[k] = v;
+      }
+    });
+    return target;
+  }
+
+  function sharedLayout(fig) {
+    var layouts = window.SITEGEN_LAYOUTS || {};
+    if (!fig.shared) { return fig.layout || {}; }
+    return mergeLayout(JSON.parse(JSON.stringify(layouts[fig.shared] || {})), fig.layout || {});
+  }
+
   function figureFor(div, source) {
     var fig = JSON.parse(source.textContent);
+    fig.layout = sharedLayout(fig);
     var base = Number(div.getAttribute("data-height")) || fig.layout.height || 300;
     if (isPresent()) {
       fig = { data: scaled(fig.data, FONT_SCALE), layout: scaled(fig.layout, FONT_SCALE) };

@@ -12,8 +12,9 @@ chips in HTML), spreading hues by the golden angle so neighbouring class indices
 
 One module a job: :mod:`.style` (palette, colours, Plotly-safe text), :mod:`._base` (the shared
 layout), :mod:`.preference`, :mod:`.training`, :mod:`.evolution`, :mod:`.techniques`,
-:mod:`.distributions` (the figure builders by topic) and :mod:`.alt_text` (:func:`describe`). This
-package re-exports their public names: ``from sitegen.render import charts; charts.class_color(0)``.
+:mod:`.distributions` (the figure builders by topic), :mod:`.alt_text` (:func:`describe`) and
+:mod:`.shared` (layouts written once per site, issue 13). This package re-exports their public names:
+``from sitegen.render import charts; charts.class_color(0)``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from sitegen.render.charts.distributions import (
 )
 from sitegen.render.charts.evolution import diff_overlap, stability_curves
 from sitegen.render.charts.preference import class_preference, preference_comparison, rank_histograms
+from sitegen.render.charts.shared import LAYOUTS, layouts_script, merge, payload
 from sitegen.render.charts.style import (
     ACCENT,
     FONT,
@@ -66,6 +68,7 @@ __all__ = [
     "FONT",
     "GRID",
     "INK",
+    "LAYOUTS",
     "MANY_CLASSES",
     "METHOD_NAMES",
     "PALETTE",
@@ -86,10 +89,13 @@ __all__ = [
     "embedding_scatter",
     "invariance_curves",
     "layer_color",
+    "layouts_script",
+    "merge",
     "method_name",
     "network_color",
     "network_accuracy",
     "occlusion_maps",
+    "payload",
     "per_class_accuracy",
     "plotly_text",
     "preference_comparison",

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from sitegen.render.charts._base import _TOP_LEGEND, _layout, _round
+from sitegen.render.charts.shared import activation_layout
 from sitegen.render.charts.style import ACCENT, Chart, class_color, plotly_text
 
 
@@ -120,16 +121,15 @@ def density_correlation(
 def activation_histogram(
     lo: float, hi: float, counts: Sequence[int], *, threshold: float | None = None, height: int = 260
 ) -> Chart:
-    """One unit's per-image maxima: equal-width bins over [lo, hi] (issue 15), as bars."""
+    """One unit's per-image maxima: equal-width bins over [lo, hi] (issue 15), as bars.
+
+    Its layout is the shared ``"activation"`` one (:mod:`.shared`): pages embed only the data, the height
+    when it differs and the threshold line."""
     bins = max(len(counts), 1)
     width = (hi - lo) / bins if hi > lo else 1.0
     centres = [lo + (i + 0.5) * width for i in range(len(counts))]
-    layout = _layout(
-        height,
-        bargap=0.02,
-        xaxis={"title": {"text": "the unit's maximum per image"}},
-        yaxis={"title": {"text": "probe images"}, "rangemode": "tozero"},
-    )
+    layout = activation_layout()
+    layout["height"] = height
     if threshold is not None and hi > threshold:
         layout["shapes"] = [
             {"type": "line", "xref": "x", "yref": "paper", "x0": threshold, "x1": threshold, "y0": 0, "y1": 1,
@@ -149,6 +149,7 @@ def activation_histogram(
             }
         ],
         "layout": layout,
+        "shared": "activation",
     }
 
 

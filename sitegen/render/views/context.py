@@ -19,7 +19,7 @@ import numpy as np
 from sitegen.diff import DiffSide
 from sitegen.errors import RenderError
 from sitegen.render import charts
-from sitegen.render._models import Chip, Img
+from sitegen.render._models import Chip, Img, class_css
 from sitegen.render.sections import CheckpointSections
 from sitegen.render.views.models import Chrome, Link, Page
 from sitegen.render.views.urls import RESERVED_NET, page_root, slug, unique_slugs
@@ -145,7 +145,8 @@ class PlanContext:
 
         hrefs = class_paths(slug(name), rec.class_names)
         colors = [charts.class_color(i) for i in range(len(hrefs))]
-        chips = tuple(Chip(i, *ch) for i, ch in enumerate(zip(rec.class_names, colors, hrefs, strict=True)))
+        named = zip(rec.class_names, colors, hrefs, strict=True)
+        chips = tuple(Chip(i, *ch, css=class_css(i)) for i, ch in enumerate(named))
         return LoadedDataset(rec=rec, slug=slug(name), labels=labels.tolist(), chips=chips)
 
     def checkpoint(self, net: NetworkRecord, name: str, base: str) -> LoadedCheckpoint:

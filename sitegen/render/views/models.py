@@ -101,11 +101,13 @@ class UnitTile:
 
 @dataclass(frozen=True, slots=True)
 class SpriteCell:
-    """One tile of a unit sprite, shown by CSS background-size/position (percent: any display size)."""
+    """One tile of a unit sprite, shown by CSS background-size/position (percent: any display size).
+    ``index``: its panel's place in the sprite (0: the first panel)."""
 
     panel: str
     size: str
     position: str
+    index: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,7 +320,11 @@ class Page:
 
 @dataclass(frozen=True)
 class SitePlan:
-    """Every page of the site and every store file they reference (site path → store path)."""
+    """Every page of the site and every store file they reference (site path → store path).
+
+    ``classes``: the most classes of any of its datasets; the site stylesheet paints that many
+    (:func:`sitegen.render._models.class_css`)."""
 
     pages: tuple[Page, ...]
     files: Mapping[str, Path]
+    classes: int = 0

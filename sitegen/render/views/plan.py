@@ -86,7 +86,8 @@ def plan_site(store: Store) -> SitePlan:
     index_page(ctx, build, datasets, nets, compares, diff_links)
     # GitHub Pages answers any missing URL, at any depth, with /404.html (templates/404.html).
     ctx.page("404.html", "404.html", "Page not found", [], False)
-    return SitePlan(pages=tuple(ctx.pages), files=dict(ctx.files))
+    classes = max((len(d.chips) for d in datasets.values()), default=0)
+    return SitePlan(pages=tuple(ctx.pages), files=dict(ctx.files), classes=classes)
 
 
 def _class_pages(

@@ -28,9 +28,32 @@ def sprite_cells(sprite: SpriteLayout, rank: int, n_panels: int | None = None) -
             PANEL_LABELS.get(panel, panel),
             size_css,
             f"{100 * (p * sprite.cols + col) / (n_cols - 1):.4g}% {y}" if n_cols > 1 else f"0% {y}",
+            p,
         )
         for p, panel in enumerate(sprite.panels[:n_panels])
     )
+
+
+#: Issue 13 (site size): style.css places the unit page's cells of a sprite with this many columns
+#: (top-k 5..9; the default 9) and at most PLACED_PANELS panels: the entry's rank by nth-child, the panel
+#: by class (``p1``..), the sprite's extent by :func:`placement_vars`. Others carry their position inline.
+PLACED_COLS = 3
+PLACED_PANELS = 4
+
+
+def is_placed(sprite: SpriteLayout | None, ranks: Sequence[int]) -> bool:
+    """Whether style.css places the cells of entries of these 1-based ranks (in page order)."""
+    return (
+        sprite is not None
+        and sprite.cols == PLACED_COLS
+        and len(sprite.panels) <= PLACED_PANELS
+        and list(ranks) == list(range(1, len(ranks) + 1))
+    )
+
+
+def placement_vars(sprite: SpriteLayout) -> str:
+    """The custom properties style.css's cell rule divides by: the sprite's last column and row index."""
+    return f"--nx:{max(len(sprite.panels) * sprite.cols - 1, 1)};--ny:{max(sprite.rows - 1, 1)}"
 
 
 def panels_alt(panels: Sequence[str], k: int) -> str:

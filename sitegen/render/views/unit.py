@@ -17,7 +17,7 @@ from sitegen.render.views import fmt
 from sitegen.render.views.context import LoadedCheckpoint, LoadedDataset, PlanContext
 from sitegen.render.views.models import FULL, THUMB, Bar, Box, Link, SpriteCell, TopEntry, UnitTile
 from sitegen.render.views.pieces import crumbs
-from sitegen.render.views.sprites import PANEL_LABELS, panels_alt, sprite_cells
+from sitegen.render.views.sprites import PANEL_LABELS, is_placed, panels_alt, placement_vars, sprite_cells
 from sitegen.store.manifest import LayerRecord, SpriteLayout
 
 UNITS_PER_PAGE = 256  # keeps a layer page well under 2 MB of HTML (VGG-19 fc6 has 4096 units)
@@ -116,6 +116,7 @@ def _unit_page(
     heading = f"Unit {u} · {out_class.name}" if out_class else f"Unit {u}"
     title = f"{ck.net.name} · {layer} · unit {u}" + (f" · {out_class.name}" if out_class else "")
     layer_href = lu.page_paths[pos // UNITS_PER_PAGE]
+    placed = is_placed(sprite, [e.rank for e in entries])
     ctx.page(
         unit_path[u],
         "unit.html",
@@ -134,6 +135,8 @@ def _unit_page(
         chip=ds.chips[lu.dominant[u]],
         sprite=sprite_img,
         panels=tuple(sprite.panels) if sprite else (),
+        placed=placed,
+        cell_vars=placement_vars(sprite) if placed and sprite else "",
         prev=Link(unit_path[prev_u], f"unit {prev_u}") if prev_u is not None else None,
         next=Link(unit_path[next_u], f"unit {next_u}") if next_u is not None else None,
         position=f"{pos + 1} of {len(units)}",
