@@ -81,7 +81,8 @@ def test_occlusion_batched_equals_one_at_a_time() -> None:
     labels = [1, 4]
     calls: list[tuple[int, int]] = []
     strongest = occlusion(
-        loaded, images, labels, size=6, stride=3, device="cpu", batch_size=7, progress=lambda *a: calls.append(a)
+        loaded, images, labels, size=6, stride=3, device="cpu", batch_size=7,
+        progress=lambda *a: calls.append(a)
     )
     # one call per forward pass of 7 occluded copies, counting copies (2 images x 25 positions)
     assert calls == [(min(d, 50), 50) for d in range(7, 57, 7)]

@@ -392,6 +392,32 @@ def test_batched_equals_one_at_a_time() -> None:
     _assert_same(batched, single)
 
 
+def test_crop_batches_are_capped_by_graph_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Crops per backward stay within GRAPH_BYTES of retained graph (issue 13: at batch_size 64, 120
+    conv5 crops held ~0.4 GB, the seed-scale peak RSS), and the cap changes no value."""
+    from sitegen.analyses.reconstruct import _engine
+
+    model = _tiny_cnn().double()
+    x = _images(6, 48, 48).double()
+    units = [4, 0, 2, 2, 1, 3]
+    positions = [(3, 3), (4, 5), (5, 4), (6, 6), (3, 7), (7, 3)]  # interior: one 25 px crop shape
+    sizes: list[int] = []
+    backward = _engine._Engine._backward
+
+    def counted(self, fwd, images, image_of, units_, part, *rest):  # type: ignore[no-untyped-def]
+        sizes.append(len(part))
+        return backward(self, fwd, images, image_of, units_, part, *rest)
+
+    monkeypatch.setattr(_engine._Engine, "_backward", counted)
+    free = reconstruct(model, "6", x, units, positions, batch_size=64)
+    assert sizes == [6]  # one crop shape, one batch
+    sizes.clear()
+    monkeypatch.setattr(_engine, "GRAPH_BYTES", 1)  # one whole image's graph: 48² / 25² = 3 crops
+    capped = reconstruct(model, "6", x, units, positions, batch_size=64)
+    assert sizes == [3, 3]
+    _assert_same(capped, free)
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_cropped_equals_uncropped_everywhere(method: str) -> None:
     """Every position of the layer: interior ("valid" crops) and border ("aligned" crops) units."""

@@ -134,6 +134,10 @@ class _Engine:
             else:
                 groups[(False, False, height, width)].append((i, 0, 0, r, c))
         full = height * width
+        # crops per batch: batch_size whole images' worth of pixels, and no more than GRAPH_BYTES of
+        # retained graph (a graph's size goes with the crop's area: at batch_size 64, 120 conv5 crops of
+        # 163 px held ~0.5 GB, the seed-scale build's peak RSS; issue 13, item 3)
+        graph_images = self._images_per_graph(images)
         # autograd even when the caller runs under no_grad / inference_mode
         with (
             torch.inference_mode(False),
@@ -142,7 +146,7 @@ class _Engine:
             _phase.phase_backward(plan.spatial or ()),
         ):
             for (valid_r, valid_c, h, w), members in sorted(groups.items()):
-                chunk = max(1, min(_MAX_CHUNK, self.batch_size * full // (h * w)))
+                chunk = max(1, min(_MAX_CHUNK, min(self.batch_size, graph_images) * full // (h * w)))
                 with _hooks.padding_off(plan.spatial or (), rows=valid_r, cols=valid_c):
                     for s in range(0, len(members), chunk):
                         part = members[s : s + chunk]
