@@ -448,3 +448,46 @@ def test_sprites_written_in_unit_chunks_equal_one_pass(
     assert build(spec, render=False).computed == 1
     again = {p.relative_to(units): p.read_bytes() for p in sorted(units.rglob("*.webp"))}
     assert again == reference and len(reference) > 10
+
+
+def test_sprite_cell_setting_shrinks_every_cell_and_keys_the_entry(tmp_path: Path) -> None:
+    """``analyses.reconstructions.cell`` caps the side of every sprite cell (site size, issue 13); its
+    default leaves the entry key as it was before the setting existed, any other value changes it."""
+    from PIL import Image
+
+    from sitegen.build.keys import _entry_key
+
+    base = """\
+datasets:
+  d: {builtin: doodles, classes: [circle, square, star], images_per_class: 6, image_size: 64}
+networks:
+  net: {arch: zoo:alexnet_small, dataset: d, units: 2}
+analyses:
+  top_k: 4
+  featvis: {enabled: false}
+  empirical_rf: {enabled: false}
+"""
+    layouts = {}
+    for cell in (None, 16):
+        root = tmp_path / f"cell-{cell}"
+        root.mkdir()
+        text = base + ("" if cell is None else f"  reconstructions: {{cell: {cell}}}\n")
+        (root / "experiments.yaml").write_text(text)
+        result = CliRunner().invoke(app, ["build", str(root / "experiments.yaml"), "--no-render"])
+        assert result.exit_code == 0, result.output
+        store = Store(root / "output" / "store")
+        m = store.read_manifest("net", "init")
+        layouts[cell] = m.sprites
+        for layer, lay in m.sprites.items():
+            u = m.shown_units[layer][0]
+            with Image.open(store.sprite_path("net", "init", layer, u)) as im:
+                assert im.size == (lay.cell * lay.cols * len(lay.panels), lay.cell * lay.rows)
+    assert layouts[None].keys() == layouts[16].keys()
+    assert all(layouts[16][k].cell == min(16, v.cell) for k, v in layouts[None].items())
+    assert any(v.cell > 16 for v in layouts[None].values())
+
+    def key(extra: str) -> str:
+        (tmp_path / "k.yaml").write_text(base + extra)
+        return _entry_key(load_spec(tmp_path / "k.yaml"), "net", "init", "fp", (0.5,), (0.5,))
+
+    assert key("") == key("  reconstructions: {cell: 96}\n") != key("  reconstructions: {cell: 64}\n")

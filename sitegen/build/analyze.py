@@ -321,6 +321,7 @@ def _sprites(
         names=names,
         top_k=a.top_k,
         batch_size=a.reconstructions.batch_size,
+        max_cell=a.reconstructions.cell,
         device=entry.device,
         grayscale=entry.grey,
         pairs=pairs,

@@ -18,6 +18,8 @@ from sitegen.models import file_hash
 from sitegen.spec import Spec
 from sitegen.store.manifest import CheckpointManifest
 
+_DEFAULT_CELL = 96  # ReconstructionSpec.cell's default
+
 
 def _checkpoint_hash(spec: Spec, ck: _Checkpoint) -> str:
     """The checkpoint file's content hash; a weights name or random init is named (with the seed)."""
@@ -35,6 +37,8 @@ def _entry_key(
     (:func:`_analysis_key`), so changing ``analyses.featvis.steps`` recomputes featvis only (issue 12).
     """
     shared = spec.analyses.model_dump(mode="json", exclude=registry.technique_fields())
+    if shared.get("reconstructions", {}).get("cell") == _DEFAULT_CELL:  # stores from before the setting
+        del shared["reconstructions"]["cell"]  # existed keep their key
     blob = json.dumps(
         {
             "network": spec.section_hash("networks", net_name),

@@ -58,6 +58,7 @@ def _layer_sprites(
     top_k: int,
     batch_size: int,
     device: torch.device,
+    max_cell: int = 96,
     grayscale: bool,
     pairs: Callable[[int, int], None],
     units_done: Callable[[int, int], None],
@@ -84,7 +85,8 @@ def _layer_sprites(
         t = time.perf_counter()
         panels: list[Any] = []  # arrays or TileFiles
         if not whole:
-            panels.append(extract_patches(image_cache.uint8, info, topk, image_size, units=part).cells)
+            cut = extract_patches(image_cache.uint8, info, topk, image_size, units=part, max_cell=max_cell)
+            panels.append(cut.cells)
         t_patch += time.perf_counter() - t
         t = time.perf_counter()
         for method in methods:
@@ -98,6 +100,7 @@ def _layer_sprites(
                     method=method,
                     batch_size=batch_size,
                     device=device,
+                    max_cell=max_cell,
                     image_size=image_size,
                     grayscale=grayscale,
                     progress=functools.partial(_shifted, pairs, done_pairs),

@@ -21,6 +21,14 @@ class ReconstructionSpec(_Model):
         ["deconvnet"], min_length=1, description="Methods to compute; the first is shown beside the patches."
     )
     batch_size: int = Field(64, gt=0, description="(unit, image) pairs per backward pass.")
+    cell: int = Field(
+        96,
+        ge=16,
+        le=256,
+        description="Largest side in px of a unit sprite's cells (patches and reconstructions; a smaller "
+        "receptive field keeps its own size). The sprites are most of a `units: all` site: 64 px makes "
+        "them about a third the bytes of 96 px (alexnet at 224 px), at the cost of detail on a projector.",
+    )
 
 
 class FiltersSpec(_Model):
