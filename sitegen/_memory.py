@@ -6,9 +6,10 @@ each analysis allocate and free hundreds of MB in blocks of every size; what the
 free but still resident, so the process's RSS crept up stage after stage (alexnet, 160 classes,
 3,040 probe images: 1.47 GB before the analyses, 1.80 GB after, with 281 MB of live arrays) and each
 stage's transient landed on top of it. ``malloc_trim(0)`` returns every whole free page of every
-arena; called between stages it took the analyses' peak from 1.98 to 1.83 GB at no measurable cost
-(about 10 ms a call). A fixed ``M_MMAP_THRESHOLD`` (every big block its own mapping) cut the peak
-further but tripled the kernel time (10 s to 39 s): each fresh mapping page-faults on first touch.
+arena; called between stages it took the analyses' peak from 1.98 to 1.83 GB with no change in the
+build's time beyond run-to-run noise. A fixed ``M_MMAP_THRESHOLD`` (every big block its own
+mapping) cut the peak further but tripled the kernel time (10 s to 39 s): each fresh mapping
+page-faults on first touch.
 """
 
 from __future__ import annotations

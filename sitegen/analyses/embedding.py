@@ -132,7 +132,8 @@ class _IterationLog:
 
     ``TSNE`` has no callback; with ``verbose=2`` it prints ``[t-SNE] Iteration 50: error = ...`` every
     50 iterations (scikit-learn 0.17 to 1.9 at least). The log itself is dropped; a line that does not
-    parse (another version) only means no progress.
+    parse (another version) only means no progress. ``redirect_stdout`` swaps ``sys.stdout`` for the
+    whole process while t-SNE runs; the build's own log goes to stderr.
     """
 
     _LINE = re.compile(r"\[t-SNE\] Iteration (\d+):")

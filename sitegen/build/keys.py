@@ -15,10 +15,10 @@ from sitegen import __version__
 from sitegen.analyses import registry
 from sitegen.build.names import _Checkpoint
 from sitegen.models import file_hash
-from sitegen.spec import Spec
+from sitegen.spec import ReconstructionSpec, Spec
 from sitegen.store.manifest import CheckpointManifest
 
-_DEFAULT_CELL = 96  # ReconstructionSpec.cell's default
+_DEFAULT_CELL = ReconstructionSpec.model_fields["cell"].default
 
 
 def _checkpoint_hash(spec: Spec, ck: _Checkpoint) -> str:

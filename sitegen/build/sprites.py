@@ -58,7 +58,7 @@ def _layer_sprites(
     top_k: int,
     batch_size: int,
     device: torch.device,
-    max_cell: int = 96,
+    max_cell: int,
     grayscale: bool,
     pairs: Callable[[int, int], None],
     units_done: Callable[[int, int], None],

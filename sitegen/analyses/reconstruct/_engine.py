@@ -136,7 +136,7 @@ class _Engine:
         full = height * width
         # crops per batch: batch_size whole images' worth of pixels, and no more than GRAPH_BYTES of
         # retained graph (a graph's size goes with the crop's area: at batch_size 64, 120 conv5 crops of
-        # 163 px held ~0.5 GB, the seed-scale build's peak RSS; issue 13, item 3)
+        # 163 px held ~0.4 GB, the seed-scale build's peak RSS; issue 13, item 3)
         graph_images = self._images_per_graph(images)
         # autograd even when the caller runs under no_grad / inference_mode
         with (
